@@ -1,0 +1,49 @@
+"""Paper settings for TASAD on one MVTec AD category (Shah et al., 2023).
+
+Override any field on the command line, e.g.
+  python train.py --config=configs/default.py --workdir=runs/bottle \
+      --config.data.root=/data/mvtec_anomaly_detection --config.data.category=bottle
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default (paper) configuration."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameters, data order and every pseudo-anomaly.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.root = ''  # MVTec-layout root, or 'embedded' for the built-in demo data.
+  config.data.category = 'bottle'  # Folder under root: <root>/<category>/train/good, ...
+  config.data.image_size = 256  # Images and masks are resized to this square size.
+  config.data.loader = 'folder'  # 'folder' reads files; 'tfds' uses the mvtec_ad builder.
+  config.data.tfds_data_dir = ''  # TFDS data_dir for loader='tfds' ('' = TFDS default).
+  config.data.load_threads = 0  # Decoding threads (0 = one per CPU).
+
+  config.anomaly = ml_collections.ConfigDict()
+  config.anomaly.source = 'tfds:dtd'  # 'builtin', 'tfds:<name>' or a folder (DTD or flat).
+  config.anomaly.tfds_data_dir = ''  # TFDS data_dir of tfds: sources ('' = default).
+  config.anomaly.builtin_variants = 32  # Variants per bundled texture for 'builtin'.
+  config.anomaly.max_sources = 0  # Use at most this many sources (0 = all).
+  config.anomaly.methods = ('saim', 'perlin')  # Drawn uniformly per anomalous sample.
+  config.anomaly.normal_probability = 0.5  # Share of samples left normal.
+  config.anomaly.num_augmentations = 3  # Colour ops applied to a source, of 4.
+  config.anomaly.gamma_range = (0.5, 2.0)  # Per-channel gamma contrast.
+  config.anomaly.brightness_multiply = (0.8, 1.2)  # Brightness factor.
+  config.anomaly.brightness_add = (-30.0, 30.0)  # Brightness offset, on 0..255.
+  config.anomaly.sharpness_range = (0.0, 2.0)  # PIL sharpness factor.
+  config.anomaly.saim_n_segments = (30, 150, 250)  # SLIC segment counts: large/medium/small.
+  config.anomaly.saim_fraction = 0.1  # Share of a source's superpixels pasted.
+  config.anomaly.saim_rotations = (0, 90, 180)  # Source rotations in degrees.
+  config.anomaly.slic_compactness = 8.0  # SLIC compactness of the source maps.
+  config.anomaly.slic_sigma = 1.0  # SLIC Gaussian pre-smoothing.
+  config.anomaly.perlin_max_exponent = 5  # Perlin lattice 2^a x 2^b, a, b in 0..5.
+  config.anomaly.perlin_threshold_range = (0.0, 1.0)  # Mask = noise > t, t uniform here.
+  config.anomaly.perlin_beta_range = (0.0, 0.8)  # Blend opacity 1 - beta.
+  config.anomaly.fas_source_fraction = 0.1  # Share of the sources the fine stage draws from.
+  config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 8  # Global batch (the reference uses 1).
+  return config

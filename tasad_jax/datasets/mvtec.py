@@ -1,0 +1,154 @@
+"""Reader for categories in MVTec AD layout.
+
+    <root>/<category>/train/good/*.png
+    <root>/<category>/test/good/*.png
+    <root>/<category>/test/<defect>/*.png
+    <root>/<category>/ground_truth/<defect>/<name>_mask.png
+
+The layout is checked when a category is scanned, so that a missing folder or a
+mask without its image is reported before any work starts. Images are decoded
+and resized once, with threads, into uint8 arrays held in host memory.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+
+from tasad_jax.datasets import imageio
+from tasad_jax.errors import UserInputError
+
+GOOD = 'good'
+MASK_SUFFIX = '_mask'
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  """One image of a split: its file, label (1 = anomalous) and mask file."""
+  path: str
+  label: int
+  defect_type: str
+  mask_path: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Category:
+  """The train and test samples of one category, checked for consistency."""
+  root: str
+  name: str
+  train: tuple[Sample, ...]
+  test: tuple[Sample, ...]
+
+  @property
+  def defect_types(self) -> tuple[str, ...]:
+    return tuple(sorted({s.defect_type for s in self.test if s.label}))
+
+
+def _list_images(folder: str) -> list[str]:
+  try:
+    names = sorted(os.listdir(folder))
+  except NotADirectoryError:
+    raise UserInputError(f'{folder}: expected a folder, found a file') from None
+  except OSError as e:
+    raise UserInputError(f'{folder}: cannot list folder ({e.strerror})') from None
+  return [os.path.join(folder, n) for n in names
+          if imageio.is_image_file(n) and os.path.isfile(os.path.join(folder, n))]
+
+
+def _subfolders(folder: str) -> list[str]:
+  return sorted(n for n in os.listdir(folder)
+                if not n.startswith('.') and os.path.isdir(os.path.join(folder, n)))
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def scan_category(root: str, category: str) -> Category:
+  """Lists and checks the files of `<root>/<category>`.
+
+  Raises:
+    UserInputError: the root or category is missing, `train/good` is missing or
+      holds no image, a defect image has no mask, or a mask has no image.
+  """
+  if not os.path.isdir(root):
+    raise UserInputError(f'{root}: dataset root (config.data.root) not found')
+  base = os.path.join(root, category)
+  if not os.path.isdir(base):
+    known = ', '.join(_subfolders(root)[:20]) or 'none'
+    raise UserInputError(f'{base}: category {category!r} (config.data.category)'
+                         f' not found; categories here: {known}')
+  train_dir = os.path.join(base, 'train', GOOD)
+  if not os.path.isdir(train_dir):
+    raise UserInputError(f'{train_dir}: missing; a category needs train/good')
+  train = tuple(Sample(p, 0, GOOD) for p in _list_images(train_dir))
+  if not train:
+    raise UserInputError(f'{train_dir}: no image files '
+                         f'({", ".join(imageio.IMAGE_EXTENSIONS)})')
+
+  test: list[Sample] = []
+  test_dir = os.path.join(base, 'test')
+  gt_dir = os.path.join(base, 'ground_truth')
+  if os.path.isdir(test_dir):
+    for defect in _subfolders(test_dir):
+      images = _list_images(os.path.join(test_dir, defect))
+      if defect == GOOD:
+        test.extend(Sample(p, 0, GOOD) for p in images)
+        continue
+      masks = {}
+      mask_dir = os.path.join(gt_dir, defect)
+      if os.path.isdir(mask_dir):
+        for m in _list_images(mask_dir):
+          stem = _stem(m)
+          name = stem[:-len(MASK_SUFFIX)] if stem.endswith(MASK_SUFFIX) else stem
+          masks[name] = m
+      stems = {_stem(p) for p in images}
+      for name, m in sorted(masks.items()):
+        if name not in stems:
+          raise UserInputError(
+              f'{m}: mask has no image {name}.* in {os.path.join(test_dir, defect)}')
+      for p in images:
+        if _stem(p) not in masks:
+          raise UserInputError(
+              f'{p}: defect image has no mask '
+              f'{os.path.join(mask_dir, _stem(p) + MASK_SUFFIX)}.png')
+        test.append(Sample(p, 1, defect, masks[_stem(p)]))
+  return Category(root=root, name=category, train=train, test=tuple(test))
+
+
+def _load_one(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
+  image = imageio.read_image(sample.path)
+  if sample.mask_path is None:
+    mask = np.zeros((size, size), np.uint8)
+  else:
+    mask = imageio.resize_mask(imageio.read_mask(sample.mask_path), size)
+  return imageio.resize_image(image, size), mask
+
+
+def load_samples(samples: Sequence[Sample], image_size: int,
+                 num_threads: int | None = None) -> dict[str, np.ndarray]:
+  """Decodes and resizes samples into arrays.
+
+  Returns:
+    {'image': uint8 [N, S, S, 3], 'mask': uint8 {0, 1} [N, S, S, 1],
+     'label': int32 [N], 'defect_type': str [N], 'path': str [N]}.
+  """
+  n = len(samples)
+  images = np.zeros((n, image_size, image_size, 3), np.uint8)
+  masks = np.zeros((n, image_size, image_size, 1), np.uint8)
+  with concurrent.futures.ThreadPoolExecutor(num_threads or os.cpu_count()) as ex:
+    for i, (img, mask) in enumerate(
+        ex.map(lambda s: _load_one(s, image_size), samples)):
+      images[i] = img
+      masks[i, ..., 0] = mask
+  return {
+      'image': images,
+      'mask': masks,
+      'label': np.array([s.label for s in samples], np.int32),
+      'defect_type': np.array([s.defect_type for s in samples], dtype=object),
+      'path': np.array([s.path for s in samples], dtype=object),
+  }

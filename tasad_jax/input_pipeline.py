@@ -1,0 +1,274 @@
+"""tf.data input pipelines: the pseudo-anomaly train stream and the test split.
+
+Images and anomaly sources are decoded once into host memory; every training
+sample is then a pure function of (seed, stage, global example index): the
+example index picks the image through a stateless per-epoch permutation, draws
+the source, and seeds the pseudo-anomaly (`tasad_jax.anomalies`). So the stream
+is reproducible, can resume at any step without replaying, and gives the same
+global batches whatever the number of hosts: host p of P builds rows
+[p*B/P, (p+1)*B/P) of each global batch of size B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tasad_jax import anomalies
+from tasad_jax.datasets import mvtec, resolve_root, sources
+from tasad_jax.errors import UserInputError
+
+STAGES = ('cas', 'fas')
+
+
+def anomaly_params(config) -> anomalies.AnomalyParams:
+  """Builds the generator parameters from `config.anomaly`."""
+  a = config.anomaly
+  try:
+    return anomalies.AnomalyParams(
+        methods=tuple(a.methods),
+        normal_probability=float(a.normal_probability),
+        num_augmentations=int(a.num_augmentations),
+        gamma_range=tuple(a.gamma_range),
+        brightness_multiply=tuple(a.brightness_multiply),
+        brightness_add=tuple(a.brightness_add),
+        sharpness_range=tuple(a.sharpness_range),
+        saim_fraction=float(a.saim_fraction),
+        saim_rotations=tuple(a.saim_rotations),
+        perlin_max_exponent=int(a.perlin_max_exponent),
+        perlin_threshold_range=tuple(a.perlin_threshold_range),
+        perlin_beta_range=tuple(a.perlin_beta_range))
+  except ValueError as e:
+    raise UserInputError(str(e)) from None
+
+
+def check_config(config) -> None:
+  """Checks the data fields of a config; raises UserInputError naming the field."""
+  size = config.data.image_size
+  if not isinstance(size, int) or size < 16:
+    raise UserInputError(
+        f'config.data.image_size: {size!r} must be an integer >= 16')
+  if config.data.loader not in ('folder', 'tfds'):
+    raise UserInputError(f'config.data.loader: {config.data.loader!r} must be '
+                         "'folder' or 'tfds'")
+  if not 0 <= config.anomaly.num_augmentations <= 4:
+    raise UserInputError('config.anomaly.num_augmentations: must be in 0..4')
+  if not 0.0 <= config.anomaly.normal_probability <= 1.0:
+    raise UserInputError('config.anomaly.normal_probability: must be in [0, 1]')
+  if any(int(n) < 1 for n in config.anomaly.saim_n_segments) or not len(
+      config.anomaly.saim_n_segments):
+    raise UserInputError('config.anomaly.saim_n_segments: must be positive')
+  if any(r not in (0, 90, 180, 270) for r in config.anomaly.saim_rotations):
+    raise UserInputError('config.anomaly.saim_rotations: multiples of 90 only')
+  anomaly_params(config)
+
+
+def scan(config) -> mvtec.Category:
+  """Lists the category's files (`config.data.root`, `config.data.category`)."""
+  return mvtec.scan_category(resolve_root(config.data.root), config.data.category)
+
+
+def load_split(config, split: str) -> dict[str, np.ndarray]:
+  """Loads 'train' or 'test' of the configured category into host memory."""
+  check_config(config)
+  if config.data.loader == 'tfds':
+    from tasad_jax.datasets import tfds_mvtec  # pylint: disable=g-import-not-at-top
+    return tfds_mvtec.load_split(config, split)
+  category = scan(config)
+  samples = category.train if split == 'train' else category.test
+  return mvtec.load_samples(samples, config.data.image_size,
+                            config.data.load_threads or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+  """What a stage's train stream draws from: normal images and sources."""
+  images: np.ndarray  # uint8 [N, S, S, 3]
+  pool: sources.SourcePool
+
+
+def load_sources(config) -> sources.SourcePool:
+  """The configured anomaly sources with their SLIC maps (CAS's pool)."""
+  a = config.anomaly
+  images = sources.load_source_images(
+      a.source, config.data.image_size, seed=config.seed,
+      builtin_variants=a.builtin_variants, tfds_data_dir=a.tfds_data_dir or None)
+  if a.max_sources and len(images) > a.max_sources:
+    rng = np.random.default_rng([config.seed, 11])
+    images = images[np.sort(rng.choice(len(images), a.max_sources, replace=False))]
+  return sources.segment_pool(images, tuple(a.saim_n_segments),
+                              a.slic_compactness, a.slic_sigma)
+
+
+def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
+                    cas_pool: sources.SourcePool | None = None) -> TrainData:
+  """Loads the normal images and the source pool of `stage` ('cas' or 'fas').
+
+  The fine stage draws from `fas_source_fraction` of the sources plus, when
+  `fas_add_train_images`, the category's own train images (method doc).
+  """
+  if stage not in STAGES:
+    raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
+  if train_images is None:
+    train_images = load_split(config, 'train')['image']
+  pool = cas_pool if cas_pool is not None else load_sources(config)
+  if stage == 'fas':
+    a = config.anomaly
+    parts = []
+    if a.fas_source_fraction > 0:
+      count = max(1, int(round(a.fas_source_fraction * len(pool))))
+      rng = np.random.default_rng([config.seed, 13])
+      parts.append(pool.take(np.sort(rng.choice(len(pool), count, replace=False))))
+    if a.fas_add_train_images:
+      parts.append(sources.segment_pool(train_images, pool.n_segments,
+                                        a.slic_compactness, a.slic_sigma))
+    if not parts:
+      raise UserInputError('config.anomaly: the fine stage has no sources; set '
+                           'fas_source_fraction > 0 or fas_add_train_images')
+    pool = sources.SourcePool.concatenate(parts)
+  return TrainData(train_images, pool)
+
+
+def _process_split(batch_size: int, process_index: int | None,
+                   process_count: int | None) -> tuple[int, int, int]:
+  if process_count is None or process_index is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if batch_size % process_count:
+    raise UserInputError(f'config.train.batch_size: {batch_size} is not '
+                         f'divisible by the {process_count} processes')
+  return process_index, process_count, batch_size // process_count
+
+
+def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
+                  start_step: int = 0, process_index: int | None = None,
+                  process_count: int | None = None) -> tf.data.Dataset:
+  """The infinite train stream of this process, starting at global `start_step`.
+
+  Yields batches {'image', 'augmented': float32 [b, S, S, 3] in [0, 1],
+  'mask': float32 [b, S, S, 1] in {0, 1}, 'label': int32 [b]} where b is the
+  global `batch_size` divided by the process count.
+  """
+  params = anomaly_params(config)
+  index, count, local = _process_split(batch_size, process_index, process_count)
+  num_images = len(data.images)
+  num_sources = len(data.pool)
+  if num_images == 0 or num_sources == 0:
+    raise UserInputError('no train images or no anomaly sources to train on')
+  images = tf.constant(data.images)
+  src_images = tf.constant(data.pool.images)
+  src_segments = tf.constant(data.pool.segments.astype(np.int32))
+  src_counts = tf.constant(data.pool.num_segments.astype(np.int32))
+  base_seed = tf.constant([config.seed, STAGES.index(stage)], tf.int64)
+
+  def example(i):
+    seed = tf.random.experimental.stateless_fold_in(base_seed, i)
+    epoch, position = i // num_images, i % num_images
+    image_index = tf.random.experimental.index_shuffle(
+        position, seed=tf.stack([base_seed[0] * 1000 + base_seed[1], epoch]),
+        max_index=num_images - 1)
+    s = tf.random.experimental.stateless_split(seed, 2)
+    source_index = tf.random.stateless_uniform([], s[0], 0, num_sources,
+                                               dtype=tf.int64)
+    return anomalies.synthesize(
+        tf.cast(tf.gather(images, image_index), tf.float32) / 255.0,
+        tf.cast(tf.gather(src_images, source_index), tf.float32) / 255.0,
+        tf.gather(src_segments, source_index),
+        tf.gather(src_counts, source_index), s[1], params)
+
+  ds = tf.data.Dataset.counter(start_step, dtype=tf.int64)
+  ds = ds.map(lambda step: step * batch_size + index * local + tf.range(
+      local, dtype=tf.int64)).unbatch()
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def test_dataset(split: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
+  """The test split in order, as batches {'image': float32 [b, S, S, 3],
+  'mask': float32 [b, S, S, 1], 'label': int32, 'defect_type', 'path': bytes}.
+  The last batch may be smaller."""
+  tensors = {k: split[k] for k in ('image', 'mask', 'label')}
+  tensors['defect_type'] = split['defect_type'].astype(str)
+  tensors['path'] = split['path'].astype(str)
+  ds = tf.data.Dataset.from_tensor_slices(tensors)
+
+  def convert(x):
+    return dict(x, image=tf.cast(x['image'], tf.float32) / 255.0,
+                mask=tf.cast(x['mask'], tf.float32))
+
+  ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def batch_summary(batch: dict[str, Any]) -> str:
+  """A few lines describing a train batch: shapes, ranges, anomaly statistics."""
+  lines = []
+  for key in ('image', 'augmented', 'mask', 'label'):
+    v = np.asarray(batch[key])
+    lines.append(f'  {key:10s} {str(v.dtype):8s} {str(v.shape):20s} '
+                 f'min {v.min():.3f}  max {v.max():.3f}  mean {v.mean():.3f}')
+  labels = np.asarray(batch['label'])
+  area = np.asarray(batch['mask']).mean(axis=(1, 2, 3))
+  lines.append(f'  anomalous {labels.sum()}/{len(labels)}; mask area of '
+               f'anomalous samples {100 * area[labels > 0].mean() if labels.any() else 0:.1f}%')
+  return '\n'.join(lines)
+
+
+def preview(batch: dict[str, Any], path: str, rows: int = 8) -> None:
+  """Writes a PNG with rows of (image, augmented, mask) for a visual check."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  n = min(rows, len(batch['image']))
+  tiles = []
+  for i in range(n):
+    mask = np.repeat(np.asarray(batch['mask'][i]), 3, axis=-1)
+    tiles.append(np.concatenate(
+        [batch['image'][i], batch['augmented'][i], mask], axis=1))
+  grid = (np.concatenate(tiles, axis=0) * 255).round().astype(np.uint8)
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  Image.fromarray(grid).save(path)
+  logging.info('Wrote %s', path)
+
+
+def inspect_data(config, workdir: str | None, num_batches: int = 20) -> None:
+  """Builds both stages' streams, prints what they hold and a batch summary.
+
+  A quick check of a new dataset before training: counts per split and defect
+  type, sources per stage, a summary of one batch, the stream's images/s, and a
+  preview PNG in `workdir` (when given) to look at the pseudo-anomalies.
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserInputError(f'{workdir}: workdir exists and is not a folder')
+  category = scan(config)
+  print(f'Category {category.name!r} at {category.root}: '
+        f'{len(category.train)} train images, {len(category.test)} test images')
+  for defect in ('good',) + category.defect_types:
+    n = sum(s.defect_type == defect for s in category.test)
+    print(f'  test/{defect}: {n}')
+  train_images = load_split(config, 'train')['image']
+  cas = load_train_data(config, 'cas', train_images)
+  fas = load_train_data(config, 'fas', train_images, cas.pool)
+  batch_size = config.train.batch_size
+  for stage, data in (('cas', cas), ('fas', fas)):
+    print(f'Stage {stage}: {len(data.images)} normal images, '
+          f'{len(data.pool)} anomaly sources ({config.anomaly.source})')
+    it = train_dataset(data, config, stage, batch_size=batch_size,
+                       process_index=0, process_count=1).as_numpy_iterator()
+    batch = next(it)
+    start = time.perf_counter()
+    for _ in range(num_batches):
+      next(it)
+    rate = num_batches * batch_size / (time.perf_counter() - start)
+    print(batch_summary(batch))
+    print(f'  stream: {rate:.0f} images/s at {config.data.image_size}x'
+          f'{config.data.image_size}')
+    if workdir:
+      path = os.path.join(workdir, f'data_preview_{stage}.png')
+      preview(batch, path)
+      print(f'  preview: {path}')

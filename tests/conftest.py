@@ -1,0 +1,65 @@
+"""Shared fixtures: a private cache directory and small MVTec-layout trees."""
+
+import os
+import tempfile
+
+# Before anything imports the package: keep the embedded dataset and the SLIC
+# cache of this test session out of the user's cache, and TensorFlow quiet.
+os.environ['TASAD_JAX_CACHE'] = tempfile.mkdtemp(prefix='tasad_jax_test_cache_')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+from PIL import Image
+import pytest
+
+
+def write_tree(root, category='widget', seed=0):
+  """Writes a small MVTec-layout category with the quirks of real folders.
+
+  Grey JPEG train images of odd sizes, RGB PNG test images, masks of 0/255,
+  a BMP and a TIFF, and a stray non-image file that must be ignored.
+
+  Returns:
+    A dict of what was written: {'train': n, 'good': n, 'defects': {type: n}}.
+  """
+  rng = np.random.default_rng(seed)
+  base = os.path.join(root, category)
+
+  def image(h, w, channels):
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+
+  os.makedirs(os.path.join(base, 'train', 'good'))
+  for i, (h, w) in enumerate([(37, 51), (64, 64), (50, 33), (41, 41)]):
+    image(h, w, 1).save(os.path.join(base, 'train', 'good', f'{i:03d}.jpg'))
+  image(40, 40, 3).save(os.path.join(base, 'train', 'good', '004.bmp'))
+  with open(os.path.join(base, 'train', 'good', 'notes.txt'), 'w') as f:
+    f.write('not an image')
+  os.makedirs(os.path.join(base, 'test', 'good'))
+  for i in range(2):
+    image(48, 48, 3).save(os.path.join(base, 'test', 'good', f'{i:03d}.png'))
+  defects = {'crack': 2, 'hole': 1}
+  for defect, count in defects.items():
+    os.makedirs(os.path.join(base, 'test', defect))
+    os.makedirs(os.path.join(base, 'ground_truth', defect))
+    for i in range(count):
+      ext = '.tif' if defect == 'hole' else '.png'
+      image(60, 45, 3).save(os.path.join(base, 'test', defect, f'{i:03d}{ext}'))
+      mask = np.zeros((60, 45), np.uint8)
+      mask[10 + i:30, 5:20 + i] = 255
+      Image.fromarray(mask).save(
+          os.path.join(base, 'ground_truth', defect, f'{i:03d}_mask.png'))
+  return {'train': 5, 'good': 2, 'defects': defects}
+
+
+@pytest.fixture
+def mvtec_tree(tmp_path):
+  """A written category 'widget' under tmp_path; returns (root, info)."""
+  root = str(tmp_path / 'mvtec')
+  return root, write_tree(root)
+
+
+@pytest.fixture
+def tiny_config():
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  return tiny.get_config()

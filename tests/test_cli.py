@@ -1,0 +1,55 @@
+"""The command line: the data check runs, and bad input gives one clear line."""
+
+import os
+import subprocess
+import sys
+
+from PIL import Image
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(*args, cwd=REPO):
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, 'train.py'),
+       f'--config={os.path.join(REPO, "configs", "tiny.py")}', *args],
+      capture_output=True, text=True, cwd=cwd, timeout=300, check=False)
+
+
+def test_inspect_data_prints_a_summary_and_writes_previews(tmp_path):
+  result = _train(f'--workdir={tmp_path / "w"}', '--inspect_data')
+  assert result.returncode == 0, result.stderr
+  assert 'Stage cas' in result.stdout and 'Stage fas' in result.stdout
+  assert 'images/s' in result.stdout
+  assert os.path.exists(tmp_path / 'w' / 'data_preview_cas.png')
+
+
+@pytest.mark.parametrize('case', ['missing_root', 'corrupt_image',
+                                  'empty_sources', 'workdir_is_file'])
+def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, mvtec_tree, case):
+  root, _ = mvtec_tree
+  args = [f'--workdir={tmp_path / "w"}', '--inspect_data',
+          f'--config.data.root={root}', '--config.data.category=widget']
+  expected = root
+  if case == 'missing_root':
+    args[2] = f'--config.data.root={tmp_path / "no such dir"}'
+    expected = str(tmp_path / 'no such dir')
+  elif case == 'corrupt_image':
+    expected = os.path.join(root, 'widget', 'train', 'good', '005.png')
+    with open(expected, 'wb') as f:
+      f.write(b'\x89PNG\r\n\x1a\nbroken')
+  elif case == 'empty_sources':
+    (tmp_path / 'textures').mkdir()
+    expected = str(tmp_path / 'textures')
+    args.append(f'--config.anomaly.source={expected}')
+  elif case == 'workdir_is_file':
+    (tmp_path / 'w').write_text('')
+    expected = str(tmp_path / 'w')
+  result = _train(*args)
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and expected in lines[0], result.stderr
+  assert not (tmp_path / 'w' / 'data_preview_cas.png').exists()

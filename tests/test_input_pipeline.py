@@ -1,0 +1,92 @@
+"""The train stream: determinism, resumption, the per-process split."""
+
+import numpy as np
+import pytest
+
+from tasad_jax import input_pipeline
+from tasad_jax.errors import UserInputError
+
+
+@pytest.fixture(scope='module')
+def cas_data():
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  return config, input_pipeline.load_train_data(config, 'cas')
+
+
+def _batches(data, config, n, **kwargs):
+  kwargs.setdefault('process_index', 0)
+  kwargs.setdefault('process_count', 1)
+  ds = input_pipeline.train_dataset(data, config, 'cas', **kwargs)
+  return [b for b, _ in zip(ds.as_numpy_iterator(), range(n))]
+
+
+def _assert_equal(a, b):
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_same_seed_same_batches_other_seed_other_batches(cas_data):
+  config, data = cas_data
+  first = _batches(data, config, 3, batch_size=4)
+  for a, b in zip(first, _batches(data, config, 3, batch_size=4)):
+    _assert_equal(a, b)
+  config = config.copy_and_resolve_references()
+  config.seed = 1
+  other = _batches(data, config, 3, batch_size=4)
+  assert not np.array_equal(first[0]['augmented'], other[0]['augmented'])
+
+
+def test_resume_at_a_step_gives_the_same_stream(cas_data):
+  config, data = cas_data
+  full = _batches(data, config, 4, batch_size=4)
+  resumed = _batches(data, config, 2, batch_size=4, start_step=2)
+  _assert_equal(full[2], resumed[0])
+  _assert_equal(full[3], resumed[1])
+
+
+def test_processes_split_each_global_batch(cas_data):
+  config, data = cas_data
+  global_batches = _batches(data, config, 2, batch_size=4)
+  parts = [_batches(data, config, 2, batch_size=4, process_index=p,
+                    process_count=2) for p in range(2)]
+  for step in range(2):
+    joined = {k: np.concatenate([parts[0][step][k], parts[1][step][k]])
+              for k in global_batches[step]}
+    _assert_equal(global_batches[step], joined)
+  with pytest.raises(UserInputError, match='batch_size'):
+    input_pipeline.train_dataset(data, config, 'cas', batch_size=5,
+                                 process_index=0, process_count=2)
+
+
+def test_every_image_is_seen_once_per_epoch(cas_data):
+  config, data = cas_data
+  config = config.copy_and_resolve_references()
+  config.anomaly.normal_probability = 1.0
+  n = len(data.images)
+  batch = _batches(data, config, 1, batch_size=n)[0]
+  seen = np.sort((batch['image'] * 255).round().reshape(n, -1), axis=0)
+  np.testing.assert_array_equal(
+      seen, np.sort(data.images.reshape(n, -1).astype(np.float32), axis=0))
+
+
+def test_fine_stage_adds_the_category_images(cas_data):
+  config, cas = cas_data
+  fas = input_pipeline.load_train_data(config, 'fas', cas.images, cas.pool)
+  expected = round(config.anomaly.fas_source_fraction * len(cas.pool))
+  assert len(fas.pool) == max(1, expected) + len(cas.images)
+  np.testing.assert_array_equal(fas.pool.images[-len(cas.images):], cas.images)
+
+
+def test_test_stream_keeps_order_and_metadata(tiny_config):
+  split = input_pipeline.load_split(tiny_config, 'test')
+  batches = list(input_pipeline.test_dataset(split, 16).as_numpy_iterator())
+  n = len(split['label'])
+  assert sum(len(b['label']) for b in batches) == n
+  assert len(batches[-1]['label']) == n - 16 * (len(batches) - 1)
+  first = batches[0]
+  assert set(first) == {'image', 'mask', 'label', 'defect_type', 'path'}
+  assert first['image'].dtype == np.float32 and first['image'].max() <= 1.0
+  assert first['path'][0].decode() == split['path'][0]
+  np.testing.assert_array_equal(
+      np.concatenate([b['label'] for b in batches]), split['label'])

@@ -1,0 +1,38 @@
+"""The TFDS builder for MVTec AD gives the same data as the folder reader."""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from conftest import write_tree
+from tasad_jax import input_pipeline
+from tasad_jax.datasets import tfds_mvtec
+
+
+def test_tfds_load_reads_the_manual_dir(tmp_path):
+  root = str(tmp_path / 'mvtec')
+  info = write_tree(root, category='bottle')
+  ds = tfds.load('mvtec_ad/bottle', split='test', data_dir=str(tmp_path / 'tfds'),
+                 download_and_prepare_kwargs={
+                     'download_config': tfds.download.DownloadConfig(
+                         manual_dir=root)})
+  examples = list(ds.as_numpy_iterator())
+  assert len(examples) == info['good'] + sum(info['defects'].values())
+  assert {e['defect_type'].decode() for e in examples} == {'good', 'crack', 'hole'}
+  assert all(e['image'].shape[-1] == 3 and e['mask'].shape[-1] == 1
+             for e in examples)
+  assert 'manual_dir' in tfds_mvtec.MvtecAd.MANUAL_DOWNLOAD_INSTRUCTIONS
+
+
+def test_tfds_loader_equals_folder_loader(tmp_path, tiny_config):
+  root = str(tmp_path / 'mvtec')
+  write_tree(root, category='my_part')  # Not one of MVTec's 15 categories.
+  config = tiny_config
+  config.data.root = root
+  config.data.category = 'my_part'
+  folder = {s: input_pipeline.load_split(config, s) for s in ('train', 'test')}
+  config.data.loader = 'tfds'
+  config.data.tfds_data_dir = str(tmp_path / 'tfds')
+  for split in ('train', 'test'):
+    from_tfds = input_pipeline.load_split(config, split)
+    for key, value in folder[split].items():
+      np.testing.assert_array_equal(from_tfds[key], value, err_msg=key)

@@ -1,0 +1,44 @@
+"""Trains TASAD's coarse and fine stages from a config file.
+
+  python train.py --config=configs/demo.py --workdir=workdirs/demo \
+      [--config.data.category=brick ...] [--inspect_data]
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from ml_collections import config_flags
+import tensorflow as tf
+
+from tasad_jax import errors
+from tasad_jax import input_pipeline
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
+flags.DEFINE_bool('inspect_data', False,
+                  'Build the data of both stages, print a batch summary and a '
+                  'preview PNG in the workdir, then exit.')
+config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+@errors.cli_main
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  # The input pipeline runs on the host: keep TensorFlow off the accelerators.
+  tf.config.set_visible_devices([], 'GPU')
+  if FLAGS.inspect_data:
+    input_pipeline.inspect_data(FLAGS.config, FLAGS.workdir)
+    return
+  raise errors.UserInputError(
+      'training is not available in this version yet; use --inspect_data to '
+      'check the data pipeline')
+
+
+if __name__ == '__main__':
+  app.run(main)
