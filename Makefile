@@ -14,13 +14,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) train.py --config=configs/demo.py --workdir=$(WORKDIR) --inspect_data
+	$(PY) train.py --config=configs/demo.py --workdir=$(WORKDIR)
+	$(PY) evaluate.py --config=configs/demo.py --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/input_pipeline.py
+	$(PY) bench/metrics.py
+	$(PY) bench/train_step.py --width 32 --size 128 --batch 4
 
 clean:
 	rm -rf $(VENV) *.egg-info workdirs

@@ -1,9 +1,15 @@
 """Evaluates trained CAS and FAS checkpoints on a category's test split.
 
   python evaluate.py --config=configs/demo.py --workdir=workdirs/demo
+  python evaluate.py --config=configs/default.py --workdir=runs \
+      --config.data.root=/data/mvtec --config.data.category=all
+
+With several categories (the flag repeated, a comma list, or `all`), each one
+is read from `<workdir>/<category>` and a mean row is added.
 """
 
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -12,7 +18,9 @@ from absl import flags
 from ml_collections import config_flags
 import tensorflow as tf
 
+from tasad_jax import datasets
 from tasad_jax import errors
+from tasad_jax import evaluate as evaluate_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
@@ -26,9 +34,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   tf.config.set_visible_devices([], 'GPU')
-  raise errors.UserInputError(
-      'evaluation is not available in this version yet')
+  categories = datasets.expand_categories(
+      FLAGS.config.data.root,
+      datasets.categories_from_argv(sys.argv, FLAGS.config.data.category))
+  evaluate_lib.evaluate(FLAGS.config, FLAGS.workdir, categories)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

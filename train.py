@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tasad_jax import errors
 from tasad_jax import input_pipeline
+from tasad_jax import train as train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
@@ -35,10 +36,8 @@ def main(argv):
   if FLAGS.inspect_data:
     input_pipeline.inspect_data(FLAGS.config, FLAGS.workdir)
     return
-  raise errors.UserInputError(
-      'training is not available in this version yet; use --inspect_data to '
-      'check the data pipeline')
+  train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -44,6 +44,36 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.fas_source_fraction = 0.1  # Share of the sources the fine stage draws from.
   config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
 
+  config.model = ml_collections.ConfigDict()
+  config.model.width = 128  # Base width w: 11,959,681 parameters per network.
+  config.model.dtype = 'float32'  # Compute dtype ('bfloat16' on accelerators); params f32.
+
+  config.refine = ml_collections.ConfigDict()
+  config.refine.train_histogram_fraction = 1.0  # p while training FAS.
+  config.refine.train_seed_threshold = 0  # v while training FAS.
+  config.refine.test_histogram_fraction = 0.95  # p at test: drops the dominant intensities.
+  config.refine.test_seed_threshold = 30  # v at test, on 0..255.
+  config.refine.n_segments = 250  # SLIC of the image for the FAS crop.
+  config.refine.compactness = 8.0  # SLIC compactness.
+  config.refine.sigma = 1.0  # SLIC Gaussian pre-smoothing.
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 32  # Test images per jitted batch (global).
+  config.eval.num_visualizations = 8  # Heat-map PNGs written per category.
+  config.eval.aupro_fpr_limit = 0.3  # AUPRO integrates the PRO curve up to this FPR.
+
+  config.stages = ('cas', 'fas')  # Stages to train, in order; FAS needs a trained CAS.
+  config.distributed = False  # Call jax.distributed.initialize() (multi-host jobs).
+
   config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 8  # Global batch (the reference uses 1).
+  config.train.batch_size = 8  # Global batch over all devices (the reference uses 1).
+  config.train.cas_steps = 100_000  # CAS steps (reference: 4000 epochs at batch 1).
+  config.train.fas_steps = 100_000  # FAS steps.
+  config.train.learning_rate = 1e-4  # Adam.
+  config.train.lr_decay_at = (0.8, 0.9)  # Fractions of the steps where the lr drops.
+  config.train.lr_decay_factor = 0.2  # Factor at each drop.
+  config.train.checkpoint_every = 1000  # Steps between checkpoints (and at the end).
+  config.train.max_checkpoints = 2  # Checkpoints kept per stage.
+  config.train.log_every = 100  # Steps between scalar summaries.
+  config.train.image_every = 5000  # Steps between image summaries (0 = never).
   return config

@@ -9,5 +9,11 @@ def get_config():
   config.data.category = 'brick'
   config.data.image_size = 128
   config.anomaly.source = 'builtin'
+  config.model.width = 16
   config.train.batch_size = 8
+  config.train.cas_steps = 500
+  config.train.fas_steps = 250
+  config.train.checkpoint_every = 250
+  config.train.log_every = 50
+  config.train.image_every = 250
   return config

@@ -1,16 +1,19 @@
-"""User-facing errors and the CLI wrapper that turns them into one clear line.
+"""User-facing errors, and the command-line glue that reports them in one line.
 
 Anything a user gives us (a path, a file, a config value) is checked where it is
 used, and a problem raises `UserInputError` with a message that names the file or
-field and says what is wrong. The command-line entry points print that message
-as a single line and exit with status 2, without a traceback.
+field and says what is wrong. The entry points print that message as a single
+`error: ...` line and exit with status 2, without a traceback. Flag and config
+parsing errors (an unknown field, a bad value, a missing config file) are
+reported the same way.
 """
 
-from __future__ import annotations
-
 import functools
+import logging as std_logging
 import sys
 from typing import Callable
+
+from absl import flags
 
 
 class UserInputError(Exception):
@@ -20,16 +23,61 @@ class UserInputError(Exception):
 EXIT_USER_ERROR = 2
 
 
+def _fail(message: str) -> None:
+  sys.stderr.write('error: ' + ' '.join(str(message).split()) + '\n')
+  sys.stderr.flush()
+  sys.exit(EXIT_USER_ERROR)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flags parser for `app.run` that reports bad flags in one line.
+
+  Also loads every config flag, so that a missing or broken config file is
+  reported here rather than on first use.
+  """
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except (AttributeError, KeyError) as e:  # An unknown config field.
+    key = str(e).strip('"\'')
+    where = [a for a in argv[1:] if key and key in a.split('=')[0]]
+    _fail(f'{where[0] if where else ""}: unknown config field {key!r}')
+  except (OSError, ValueError, TypeError) as e:
+    _fail(str(e))
+  for name, flag in flags.FLAGS.__flags.items():  # pylint: disable=protected-access
+    if type(flag).__name__ == '_ConfigFlag':
+      try:
+        getattr(flags.FLAGS, name).keys()
+      except AttributeError:  # Not set (a required flag reports it).
+        pass
+      except (OSError, SyntaxError, ImportError) as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        _fail(f'--{name}={flag.config_filename if hasattr(flag, "config_filename") else ""}'
+              f': cannot load the config file ({lines[-1] if lines else e})')
+  return rest
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO records of orbax and XLA's backend probing from the log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = ('/orbax/' in record.pathname or 'xla_bridge' in record.pathname
+             or 'replica_slices' in record.pathname
+             or 'signaling_client' in record.pathname)
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
 def cli_main(main: Callable[..., None]) -> Callable[..., None]:
-  """Wraps an absl `main` so that `UserInputError` exits with one line."""
+  """Wraps an absl `main`: `UserInputError` exits with one line, status 2."""
 
   @functools.wraps(main)
   def wrapped(*args, **kwargs):
+    for handler in std_logging.getLogger().handlers:
+      handler.addFilter(_QuietLibraries())
     try:
       return main(*args, **kwargs)
     except UserInputError as e:
-      sys.stderr.write(f'error: {e}\n')
-      sys.stderr.flush()
-      sys.exit(EXIT_USER_ERROR)
+      _fail(str(e))
 
   return wrapped

@@ -7,6 +7,12 @@ import tempfile
 # cache of this test session out of the user's cache, and TensorFlow quiet.
 os.environ['TASAD_JAX_CACHE'] = tempfile.mkdtemp(prefix='tasad_jax_test_cache_')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Tests compile the same tiny programs many times, also in subprocesses: share
+# XLA's persistent compilation cache between them.
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
+    os.environ['TASAD_JAX_CACHE'], 'xla')
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 from PIL import Image

@@ -53,3 +53,30 @@ def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, mvtec_tree, case):
   lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and expected in lines[0], result.stderr
   assert not (tmp_path / 'w' / 'data_preview_cas.png').exists()
+
+
+@pytest.mark.parametrize('args,expected', [
+    (['--config.train.no_such_field=1'], "unknown config field 'no_such_field'"),
+    (['--config.data.image_size=30'], 'config.data.image_size'),
+    (['--config.data.image_size=abc'], 'config.data.image_size'),
+    (['--config=configs/missing.py'], 'cannot load the config file'),
+])
+def test_bad_flags_are_one_line(tmp_path, args, expected):
+  result = _train(f'--workdir={tmp_path / "w"}', *args)
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and expected in lines[0], result.stderr
+  assert not (tmp_path / 'w').exists()
+
+
+def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'train.py'),
+       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
+       f'--workdir={tmp_path / "w"}', '--config.train.batch_size=6'],
+      capture_output=True, text=True, cwd=REPO, timeout=300, env=env, check=False)
+  assert result.returncode == 2
+  assert 'error: config.train.batch_size: 6 is not divisible by the 4 devices' in result.stderr
+  assert not (tmp_path / 'w').exists()

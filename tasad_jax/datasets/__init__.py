@@ -20,3 +20,32 @@ def resolve_root(root: str) -> str:
   if root == EMBEDDED:
     return embedded.embedded_root()
   return os.path.expanduser(root)
+
+
+ALL = 'all'
+
+
+def categories_from_argv(argv: list[str], default: str) -> list[str]:
+  """Categories named by `--config.data.category` (repeatable, comma lists).
+
+  absl keeps only the last value of a repeated flag; multi-category runs read
+  every occurrence here. Returns `[default]` when the flag is not given.
+  """
+  prefix = '--config.data.category='
+  values = [a[len(prefix):] for a in argv if a.startswith(prefix)]
+  names = [n.strip() for v in values for n in v.split(',') if n.strip()]
+  return names or [default]
+
+
+def expand_categories(root: str, names: list[str]) -> list[str]:
+  """Replaces 'all' by every folder of `root` that holds `train/good`."""
+  if ALL not in names:
+    return names
+  root = resolve_root(root)
+  if not os.path.isdir(root):
+    raise UserInputError(f'{root}: dataset root (config.data.root) not found')
+  found = sorted(n for n in os.listdir(root)
+                 if os.path.isdir(os.path.join(root, n, 'train', 'good')))
+  if not found:
+    raise UserInputError(f'{root}: no category folder with train/good')
+  return found

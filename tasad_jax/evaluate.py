@@ -1,0 +1,261 @@
+"""Evaluation of trained stages on a category's test split.
+
+Restores the latest CAS and FAS checkpoints of a training workdir, runs the
+test split through the two-stage inference (batched, jitted, sharded), and
+reports the metrics of the coarse stage alone ('cas') and of CAS+FAS ('tasad'):
+an aligned table on stdout, `<workdir>/eval/metrics.json`, heat-map PNGs under
+`<workdir>/eval/heatmaps/` and the same figures as TensorBoard images. Without a
+FAS checkpoint only the coarse stage is evaluated, and the table says so.
+Nothing is written unless the whole evaluation succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from absl import logging
+import jax
+import numpy as np
+
+from tasad_jax import checkpointing, inference, metrics, sharding, steps, visualize
+from tasad_jax import train as train_lib
+from tasad_jax.errors import UserInputError
+
+METHODS = ('cas', 'tasad')
+
+
+def _has_checkpoint(workdir: str, stage: str) -> bool:
+  path = train_lib.checkpoint_dir(workdir, stage)
+  if not os.path.isdir(path):
+    return False
+  ckpt = checkpointing.Checkpointer(path)
+  try:
+    return ckpt.latest_step() is not None
+  finally:
+    ckpt.close()
+
+
+def _variables(state) -> dict:
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def _check_split(split: dict, base: str) -> None:
+  labels = split['label']
+  if len(labels) == 0:
+    raise UserInputError(f'{base}/test: no test images')
+  if labels.all():
+    raise UserInputError(f'{base}/test/good: no good test image; image metrics '
+                         'need both classes')
+  if not labels.any():
+    raise UserInputError(f'{base}/test: no defect images; pixel metrics need '
+                         'anomalies')
+
+
+def check_trained_config(config, workdir: str) -> None:
+  """The model fields must match those the workdir was trained with."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      trained = json.load(f)
+    fields = {'model.width': trained['model']['width'],
+              'data.image_size': trained['data']['image_size']}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserInputError(f'{path}: unreadable training config ({e})') from None
+  for field, value in fields.items():
+    section, name = field.split('.')
+    if config[section][name] != value:
+      raise UserInputError(
+          f'config.{field}: {config[section][name]!r}, but {workdir} was trained '
+          f'with {value!r} ({path})')
+
+
+def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
+  """Maps and scores of the whole test split, for 'cas' and (if trained) 'tasad'."""
+  if not _has_checkpoint(workdir, 'cas'):
+    raise UserInputError(f'{train_lib.checkpoint_dir(workdir, "cas")}: no CAS '
+                         'checkpoint; train first (python train.py ...)')
+  check_trained_config(config, workdir)
+  mesh = sharding.make_mesh()
+  cas = train_lib.restore_stage(config, workdir, 'cas', mesh)
+  fas = None
+  if _has_checkpoint(workdir, 'fas'):
+    fas = _variables(train_lib.restore_stage(config, workdir, 'fas', mesh))
+  runner = inference.TwoStage(steps.create_model(config), _variables(cas), fas,
+                              train_lib.refine_params(config, training=False), mesh)
+  size = config.eval.batch_size
+  outputs: dict[str, list] = {}
+  for start in range(0, len(split['label']), size):
+    images = split['image'][start:start + size].astype(np.float32) / 255.0
+    for key, value in runner(images).items():
+      if key != 'fas_input':
+        outputs.setdefault(key, []).append(value)
+  return {k: np.concatenate(v) for k, v in outputs.items()}
+
+
+def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
+  """The metric dicts of each evaluated method, with a per-defect breakdown."""
+  masks = split['mask'][..., 0] > 0
+  labels = split['label']
+  result = {}
+  for method in METHODS:
+    if f'{method}_map' not in outputs:
+      continue
+    maps, scores = outputs[f'{method}_map'], outputs[f'{method}_score']
+    values = metrics.evaluate_maps(maps, masks, scores, labels, fpr_limit)
+    per_defect = {}
+    good = split['defect_type'] == 'good'
+    for defect in sorted(set(split['defect_type'][labels > 0])):
+      rows = split['defect_type'] == defect
+      both = rows | good
+      per_defect[defect] = {
+          'image_auroc': metrics.auroc(scores[both], labels[both]),
+          'pixel_ap': metrics.average_precision(maps[rows], masks[rows]),
+      }
+    result[method] = {k: float(v) for k, v in values.items()}
+    result[method]['per_defect'] = per_defect
+  return result
+
+
+def format_table(report: dict) -> str:
+  """An aligned text table: one row per (category, method), one column per metric."""
+  rows = [('category', 'method') + metrics.METRIC_KEYS]
+  for entry in report['categories'] if 'categories' in report else [report]:
+    for method in METHODS:
+      if method in entry:
+        rows.append((entry['category'], method) + tuple(
+            f'{entry[method][k]:.4f}' for k in metrics.METRIC_KEYS))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w)
+                     for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+  lines.insert(1, '  '.join('-' * w for w in widths))
+  return '\n'.join(lines)
+
+
+def _visual_indices(split: dict, count: int) -> list[int]:
+  """Up to `count` test images, taken round-robin over the defect types."""
+  by_type: dict[str, list[int]] = {}
+  for i, defect in enumerate(split['defect_type']):
+    by_type.setdefault(defect, []).append(i)
+  order = sorted(by_type, key=lambda d: (d == 'good', d))
+  chosen = []
+  while len(chosen) < count and any(by_type[d] for d in order):
+    for d in order:
+      if by_type[d] and len(chosen) < count:
+        chosen.append(by_type[d].pop(0))
+  return chosen
+
+
+def _write_heatmaps(split, outputs, folder, count, writer) -> list[str]:
+  names = [m for m in METHODS if f'{m}_map' in outputs]
+  ranges = {}
+  for m in names:
+    lo, hi = np.percentile(outputs[f'{m}_map'], [1, 99.9])
+    ranges[m] = (float(lo), float(hi))
+  os.makedirs(folder, exist_ok=True)
+  written, images = [], {}
+  for i in _visual_indices(split, count):
+    stem = os.path.splitext(os.path.basename(split['path'][i]))[0]
+    name = f'{split["defect_type"][i]}_{stem}'
+    fig = visualize.figure(split['image'][i] / 255.0, split['mask'][i, ..., 0],
+                           {m: outputs[f'{m}_map'][i] for m in names}, ranges,
+                           f'{split["defect_type"][i]}/{stem}  ' + '  '.join(
+                               f'{m} score {outputs[f"{m}_score"][i]:.3f}'
+                               for m in names))
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    Image.fromarray(fig).save(os.path.join(folder, name + '.png'))
+    written.append(name + '.png')
+    images[f'heatmaps/{name}'] = fig[None].astype(np.float32) / 255.0
+  if writer is not None and images:
+    writer.write_images(0, images)
+  return written
+
+
+def evaluate_category(config, workdir: str) -> dict:
+  """Evaluates one category; writes `<workdir>/eval/` atomically; returns the report."""
+  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  input_pipeline.check_config(config)
+  if not os.path.isdir(workdir):
+    raise UserInputError(f'{workdir}: workdir not found')
+  split = input_pipeline.load_split(config, 'test')
+  base = os.path.join(input_pipeline.resolve_root(config.data.root),
+                      config.data.category)
+  _check_split(split, base)
+  outputs = run_inference(config, workdir, split)
+  report = {'category': config.data.category,
+            'image_size': config.data.image_size,
+            'num_images': int(len(split['label']))}
+  report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit))
+  if 'tasad' not in report:
+    report['note'] = 'no FAS checkpoint: coarse stage (CAS) only'
+  if jax.process_index() == 0:
+    _publish(config, workdir, split, outputs, report)
+  return report
+
+
+def _publish(config, workdir, split, outputs, report) -> None:
+  """Writes metrics.json, heat maps and TensorBoard images, all or nothing."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  final = os.path.join(workdir, 'eval')
+  tmp = tempfile.mkdtemp(prefix='.eval-', dir=workdir)
+  try:
+    writer = metric_writers.create_default_writer(os.path.join(tmp, 'logs'))
+    report['heatmaps'] = _write_heatmaps(split, outputs,
+                                         os.path.join(tmp, 'heatmaps'),
+                                         config.eval.num_visualizations, writer)
+    writer.close()
+    with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
+      json.dump(report, f, indent=2, sort_keys=True)
+      f.write('\n')
+    old = final + '.old'
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(final):
+      os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  logging.info('Wrote %s', os.path.join(final, 'metrics.json'))
+
+
+def mean_report(reports: list[dict]) -> dict:
+  """The mean of each metric over categories, per method."""
+  mean = {'category': 'mean', 'num_images': sum(r['num_images'] for r in reports)}
+  for method in METHODS:
+    rows = [r[method] for r in reports if method in r]
+    if len(rows) == len(reports):
+      mean[method] = {k: float(np.mean([r[k] for r in rows]))
+                      for k in metrics.METRIC_KEYS}
+  return mean
+
+
+def evaluate(config, workdir: str, categories: list[str]) -> dict:
+  """Evaluates each category (in `workdir/<category>` when several).
+
+  Returns the report of the single category, or {'categories': [...], 'mean'}
+  (also written to `<workdir>/eval/summary.json`) for several.
+  """
+  if len(categories) == 1:
+    config = config.copy_and_resolve_references()
+    config.data.category = categories[0]
+    report = evaluate_category(config, workdir)
+    print(format_table(report) + ('\n' + report['note'] if 'note' in report else ''))
+    return report
+  reports = []
+  for name in categories:
+    c = config.copy_and_resolve_references()
+    c.data.category = name
+    reports.append(evaluate_category(c, os.path.join(workdir, name)))
+  summary = {'categories': reports + [mean_report(reports)]}
+  print(format_table(summary))
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
+    path = os.path.join(workdir, 'eval', 'summary.json')
+    with open(path + '.tmp', 'w') as f:
+      json.dump(summary, f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)
+  return summary

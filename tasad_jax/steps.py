@@ -1,0 +1,128 @@
+"""Train state, train step and forward pass of a stage, free of TensorFlow.
+
+One jitted step per stage over a 1-D data mesh: the batch is split on 'data',
+the state is replicated and donated. Adam with the learning rate multiplied by
+`lr_decay_factor` at each fraction of `lr_decay_at`. The benchmarks import this
+module on machines without TensorFlow.
+"""
+
+import functools
+from typing import Any, Callable
+
+from clu import metrics
+import flax
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import optax
+
+from tasad_jax import losses, models, sharding
+
+STAGES = ('cas', 'fas')
+
+
+class TrainState(train_state.TrainState):
+  """Flax train state plus BatchNorm statistics."""
+  batch_stats: Any
+
+
+@flax.struct.dataclass
+class CasMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  mse: metrics.Average.from_output('mse')
+  ssim: metrics.Average.from_output('ssim')
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+
+
+@flax.struct.dataclass
+class FasMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  mse: metrics.Average.from_output('mse')
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+
+
+_STAGE = {
+    'cas': (losses.cas_loss, 'augmented', CasMetrics),
+    'fas': (losses.fas_loss, 'fas_input', FasMetrics),
+}
+
+
+def create_model(config) -> models.Segmenter:
+  return models.Segmenter(width=config.model.width,
+                          dtype=jnp.dtype(config.model.dtype))
+
+
+def num_steps(config, stage: str) -> int:
+  return int(config.train[f'{stage}_steps'])
+
+
+def learning_rate_schedule(config, steps: int) -> optax.Schedule:
+  """Constant, times `lr_decay_factor` at each fraction in `lr_decay_at`."""
+  boundaries = {}
+  for fraction in config.train.lr_decay_at:
+    at = int(fraction * steps)
+    boundaries[at] = boundaries.get(at, 1.0) * config.train.lr_decay_factor
+  return optax.piecewise_constant_schedule(config.train.learning_rate, boundaries)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(model: models.Segmenter, size: int) -> Callable:
+  """model.init compiled once per (model, size), reused by every stage."""
+  return jax.jit(lambda key: model.init(key, jnp.zeros((1, size, size, 3)),
+                                        train=False))
+
+
+def create_train_state(config, stage: str, mesh) -> TrainState:
+  """Initialises a stage's state (deterministic in config.seed), replicated."""
+  model = create_model(config)
+  tx = optax.adam(learning_rate_schedule(config, num_steps(config, stage)))
+  key = jax.random.fold_in(jax.random.key(config.seed), STAGES.index(stage))
+  variables = _jitted_init(model, config.data.image_size)(key)
+  state = TrainState.create(apply_fn=model.apply, params=variables['params'],
+                            batch_stats=variables['batch_stats'], tx=tx)
+  return jax.device_put(state, sharding.replicated(mesh))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, stage: str,
+               schedule: optax.Schedule):
+  """One optimiser step of `stage` on a global batch."""
+  loss_fn, key, collection = _STAGE[stage]
+
+  def compute_loss(params):
+    prediction, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, batch[key],
+        train=True, mutable=['batch_stats'])
+    loss, parts = loss_fn(prediction, batch['mask'])
+    return loss, (updates['batch_stats'], parts)
+
+  (loss, (batch_stats, parts)), grads = jax.value_and_grad(
+      compute_loss, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  step_metrics = collection.single_from_model_output(
+      loss=loss, learning_rate=schedule(state.step), **parts)
+  return new_state, step_metrics
+
+
+def make_train_step(config, stage: str, mesh, state: TrainState) -> Callable:
+  """The jitted, sharded, state-donating train step of a stage."""
+  schedule = learning_rate_schedule(config, num_steps(config, stage))
+  state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
+  return jax.jit(
+      functools.partial(train_step, stage=stage, schedule=schedule),
+      in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+
+
+def make_predict(model: models.Segmenter, mesh) -> Callable:
+  """A jitted eval-mode forward pass: (variables, images) -> maps [N,H,W,1]."""
+  def predict(variables, images):
+    return model.apply(variables, images, train=False)
+  return jax.jit(predict, in_shardings=(sharding.replicated(mesh),
+                                        sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.batch_sharded(mesh))
+
+
+def input_key(stage: str) -> str:
+  """The batch key a stage's network reads ('augmented' or 'fas_input')."""
+  return _STAGE[stage][1]

@@ -1,0 +1,188 @@
+"""Training of the coarse (CAS) and fine (FAS) stages.
+
+Each stage has one jitted train step over a 1-D data mesh (batch split on
+'data', state replicated and donated), Adam with the learning rate multiplied
+by 0.2 at 80% and 90% of the steps, orbax checkpoints every
+`config.train.checkpoint_every` steps, and clu metric writers. CAS learns the
+pseudo-anomaly masks from the augmented image; FAS, with CAS frozen, learns them
+from the superpixel crop that CAS's map selects (`tasad_jax.refine`).
+
+A restarted run resumes each stage from its latest checkpoint; since the data
+stream is a pure function of (seed, step), it ends with the same parameters as
+an uninterrupted run.
+"""
+
+import os
+import time
+
+from absl import logging
+from clu import metric_writers, periodic_actions
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tasad_jax import checkpointing, refine, sharding
+from tasad_jax.errors import UserInputError
+from tasad_jax.steps import (STAGES, TrainState, create_model,
+                             create_train_state, input_key, make_predict,
+                             make_train_step, num_steps)
+
+
+def refine_params(config, training: bool) -> refine.RefineParams:
+  r = config.refine
+  return refine.RefineParams(
+      histogram_fraction=r.train_histogram_fraction if training else r.test_histogram_fraction,
+      seed_threshold=r.train_seed_threshold if training else r.test_seed_threshold,
+      n_segments=r.n_segments, compactness=r.compactness, sigma=r.sigma)
+
+
+def check_config(config, workdir: str) -> None:
+  """Checks training fields; raises UserInputError naming the field."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserInputError(f'{workdir}: workdir exists and is not a folder')
+  size = config.data.image_size
+  if not isinstance(size, int) or size % 4 or size < 16:
+    raise UserInputError(f'config.data.image_size: {size!r} must be a multiple '
+                         'of 4 (two 2x poolings), at least 16')
+  devices = jax.device_count()
+  if config.train.batch_size % devices or config.train.batch_size < 1:
+    raise UserInputError(f'config.train.batch_size: {config.train.batch_size} '
+                         f'is not divisible by the {devices} devices')
+  for stage in config.stages:
+    if stage not in STAGES:
+      raise UserInputError(f'config.stages: unknown stage {stage!r}; use {STAGES}')
+    if num_steps(config, stage) < 1:
+      raise UserInputError(f'config.train.{stage}_steps: must be >= 1')
+  try:
+    jnp.dtype(config.model.dtype)
+  except TypeError:
+    raise UserInputError(f'config.model.dtype: unknown dtype '
+                         f'{config.model.dtype!r}') from None
+  if config.model.width < 1:
+    raise UserInputError('config.model.width: must be >= 1')
+
+
+def checkpoint_dir(workdir: str, stage: str) -> str:
+  return os.path.join(workdir, 'checkpoints', stage)
+
+
+def restore_stage(config, workdir: str, stage: str, mesh) -> TrainState:
+  """Restores the latest checkpoint of a stage (for FAS training and eval)."""
+  ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, stage))
+  try:
+    return ckpt.restore(create_train_state(config, stage, mesh))
+  finally:
+    ckpt.close()
+
+
+def _write_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, 'config.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Trains the stages in `config.stages` in `workdir` (resuming if possible)."""
+  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  if config.distributed:
+    jax.distributed.initialize()
+  check_config(config, workdir)
+  input_pipeline.check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    _write_config(config, workdir)
+  mesh = sharding.make_mesh()
+  train_images = input_pipeline.load_split(config, 'train')['image']
+  cas_pool = None
+  for stage in config.stages:
+    data = input_pipeline.load_train_data(config, stage, train_images, cas_pool)
+    if stage == 'cas':
+      cas_pool = data.pool
+    else:
+      cas_pool = cas_pool or input_pipeline.load_sources(config)
+    train_stage(config, workdir, stage, data, mesh)
+
+
+def _fas_inputs(config, mesh, predict, cas_variables, batch) -> np.ndarray:
+  """Frozen CAS on the augmented images, then the host crop of each image."""
+  coarse = sharding.to_local(predict(cas_variables, sharding.to_global(
+      {'x': batch['augmented']}, mesh)['x']))
+  return refine.fas_inputs(coarse, batch['augmented'],
+                           refine_params(config, training=True))
+
+
+def train_stage(config, workdir: str, stage: str, data, mesh) -> TrainState:
+  """Trains one stage to `config.train.<stage>_steps`, resuming if possible."""
+  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  total = num_steps(config, stage)
+  ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, stage),
+                                    max_to_keep=config.train.max_checkpoints)
+  state = create_train_state(config, stage, mesh)
+  start = ckpt.latest_step() or 0
+  if start:
+    state = ckpt.restore(state)
+    logging.info('%s: resuming from step %d', stage, start)
+  if start >= total:
+    logging.info('%s: already trained (%d steps)', stage, start)
+    ckpt.close()
+    return state
+
+  predict = make_predict(create_model(config), mesh)
+  cas_variables = None
+  if stage == 'fas':
+    cas = restore_stage(config, workdir, 'cas', mesh)
+    cas_variables = {'params': cas.params, 'batch_stats': cas.batch_stats}
+  step_fn = make_train_step(config, stage, mesh, state)
+  key = input_key(stage)
+  stream = input_pipeline.train_dataset(
+      data, config, stage, batch_size=config.train.batch_size,
+      start_step=start).as_numpy_iterator()
+  writer = metric_writers.create_default_writer(
+      os.path.join(workdir, 'logs', stage),
+      just_logging=jax.process_index() > 0)
+  report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
+  collected, tick = None, time.perf_counter()
+  with jax.set_mesh(mesh):
+    for step in range(start + 1, total + 1):
+      batch = next(stream)
+      if stage == 'fas':
+        batch['fas_input'] = _fas_inputs(config, mesh, predict, cas_variables,
+                                         batch)
+      inputs = {key: batch[key], 'mask': batch['mask']}
+      state, step_metrics = step_fn(state, sharding.to_global(inputs, mesh))
+      collected = step_metrics if collected is None else collected.merge(
+          step_metrics)
+      report(step)
+      if step % config.train.log_every == 0 or step == total:
+        scalars = {f'{stage}/{k}': float(v)
+                   for k, v in collected.compute().items()}
+        rate = config.train.log_every * config.train.batch_size / (
+            time.perf_counter() - tick)
+        scalars[f'{stage}/images_per_s'] = rate
+        writer.write_scalars(step, scalars)
+        collected, tick = None, time.perf_counter()
+      if config.train.image_every and (step % config.train.image_every == 0
+                                        or step == total):
+        _write_images(writer, stage, step, state, predict, inputs, batch, mesh)
+      if step % config.train.checkpoint_every == 0 or step == total:
+        ckpt.save(step, state)
+  ckpt.wait()
+  ckpt.close()
+  writer.flush()
+  return state
+
+
+def _write_images(writer, stage, step, state, predict, inputs, batch, mesh):
+  n = min(4, len(batch['mask']))
+  key = input_key(stage)
+  prediction = sharding.to_local(predict(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      sharding.to_global({'x': inputs[key]}, mesh)['x']))
+  writer.write_images(step, {
+      f'{stage}/input': np.asarray(inputs[key][:n]),
+      f'{stage}/mask': np.asarray(batch['mask'][:n]),
+      f'{stage}/prediction': np.clip(prediction[:n], 0.0, 1.0),
+  })

@@ -1,0 +1,57 @@
+"""Heat-map figures: input, ground truth, and anomaly maps over the input."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# A perceptually ordered dark-blue -> red colour map (jet-like), as RGB anchors.
+_ANCHORS = np.array([[0, 0, 96], [0, 64, 255], [0, 224, 255], [96, 255, 96],
+                     [255, 224, 0], [255, 64, 0], [160, 0, 0]], np.float64)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+  """Maps values in [0, 1] [H, W] to uint8 RGB [H, W, 3]."""
+  pos = np.clip(values, 0, 1) * (len(_ANCHORS) - 1)
+  lo = np.floor(pos).astype(int).clip(0, len(_ANCHORS) - 2)
+  t = (pos - lo)[..., None]
+  return ((1 - t) * _ANCHORS[lo] + t * _ANCHORS[lo + 1]).round().astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """Blends a colourised heat map [H, W] in [0, 1] over an image [H, W, 3] in [0, 1]."""
+  base = (np.clip(image, 0, 1) * 255).astype(np.float64)
+  return ((1 - alpha) * base + alpha * colorize(heat)).round().astype(np.uint8)
+
+
+def figure(image, mask, maps: dict[str, np.ndarray], ranges: dict[str, tuple],
+           title: str) -> np.ndarray:
+  """One row of panels: input, ground truth, and each map over the input.
+
+  Args:
+    image: [H, W, 3] in [0, 1].
+    mask: [H, W] in {0, 1}.
+    maps: name -> [H, W] anomaly map.
+    ranges: name -> (low, high) used to scale that map to [0, 1], the same for
+      every image of the test set so that figures are comparable.
+    title: text written above the row.
+
+  Returns:
+    uint8 RGB image.
+  """
+  rgb = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+  gt = rgb.copy()
+  gt[mask > 0] = (0.5 * gt[mask > 0] + [127, 0, 0]).astype(np.uint8)
+  panels = [('input', rgb), ('ground truth', gt)]
+  for name, values in maps.items():
+    lo, hi = ranges[name]
+    panels.append((name, overlay(image, (values - lo) / max(hi - lo, 1e-8))))
+  h, w = rgb.shape[:2]
+  header = 14
+  canvas = Image.new('RGB', (len(panels) * (w + 4), h + 2 * header), 'white')
+  draw = ImageDraw.Draw(canvas)
+  draw.text((2, 0), title, fill='black')
+  for i, (name, panel) in enumerate(panels):
+    canvas.paste(Image.fromarray(panel), (i * (w + 4), 2 * header))
+    draw.text((i * (w + 4) + 2, header), name, fill='black')
+  return np.asarray(canvas)

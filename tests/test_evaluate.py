@@ -1,0 +1,139 @@
+"""End to end: tiny train, evaluate, metrics.json, heat maps, bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import write_tree
+from tasad_jax import evaluate, inference, metrics, train
+from tasad_jax.errors import UserInputError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny two-stage run on a written MVTec-layout tree."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  base = tmp_path_factory.mktemp('e2e')
+  root = str(base / 'mvtec')
+  write_tree(root, category='widget')
+  config = tiny.get_config()
+  config.data.root = root
+  config.data.category = 'widget'
+  workdir = str(base / 'run')
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def _evaluate_cli(config, workdir, *extra):
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, 'evaluate.py'),
+       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
+       f'--workdir={workdir}', f'--config.data.root={config.data.root}',
+       f'--config.data.category={config.data.category}', *extra],
+      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+
+
+def test_train_evaluate_writes_metrics_and_heatmaps(trained):
+  config, workdir = trained
+  result = _evaluate_cli(config, workdir)
+  assert result.returncode == 0, result.stderr
+  assert 'image_auroc' in result.stdout and 'tasad' in result.stdout
+  with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+    report = json.load(f)
+  assert report['category'] == 'widget' and report['image_size'] == 32
+  assert report['num_images'] == 5
+  for method in ('cas', 'tasad'):
+    for key in metrics.METRIC_KEYS:
+      assert 0.0 <= report[method][key] <= 1.0, (method, key)
+    assert set(report[method]['per_defect']) == {'crack', 'hole'}
+  heatmaps = os.listdir(os.path.join(workdir, 'eval', 'heatmaps'))
+  assert heatmaps and all(h.endswith('.png') for h in heatmaps)
+  assert sorted(report['heatmaps']) == sorted(heatmaps)
+  first = open(os.path.join(workdir, 'eval', 'metrics.json'), 'rb').read()
+  again = _evaluate_cli(config, workdir)
+  assert again.returncode == 0, again.stderr
+  assert open(os.path.join(workdir, 'eval', 'metrics.json'), 'rb').read() == first
+
+
+def test_scores_are_the_max_of_the_21x21_mean():
+  rng = np.random.default_rng(0)
+  maps = rng.random((2, 30, 30, 1)).astype(np.float32)
+  padded = np.pad(maps[..., 0], ((0, 0), (10, 10), (10, 10)))
+  expected = [max(padded[i, y:y + 21, x:x + 21].sum() / 441
+                  for y in range(30) for x in range(30)) for i in range(2)]
+  np.testing.assert_allclose(inference.image_scores(maps), expected, rtol=1e-5)
+
+
+def test_coarse_stage_only_is_evaluated_and_said(trained, tmp_path):
+  config, workdir = trained
+  cas_only = str(tmp_path / 'cas_only')
+  shutil.copytree(os.path.join(workdir, 'checkpoints', 'cas'),
+                  os.path.join(cas_only, 'checkpoints', 'cas'))
+  report = evaluate.evaluate(config, cas_only, [config.data.category])
+  assert 'cas' in report and 'tasad' not in report
+  assert 'coarse stage' in report['note']
+
+
+def test_several_categories_give_a_mean_row(trained, tmp_path):
+  config, workdir = trained
+  parent = tmp_path / 'runs'
+  for name in ('widget', 'widget2'):
+    shutil.copytree(os.path.join(workdir, 'checkpoints'),
+                    str(parent / name / 'checkpoints'))
+  shutil.copytree(os.path.join(config.data.root, 'widget'),
+                  os.path.join(config.data.root, 'widget2'), dirs_exist_ok=True)
+  result = _evaluate_cli(config, str(parent), '--config.data.category=widget2')
+  assert result.returncode == 0, result.stderr
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'evaluate.py'),
+       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
+       f'--workdir={parent}', f'--config.data.root={config.data.root}',
+       '--config.data.category=all'],
+      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  with open(parent / 'eval' / 'summary.json') as f:
+    summary = json.load(f)
+  names = [c['category'] for c in summary['categories']]
+  assert names == ['widget', 'widget2', 'mean']
+  assert 'mean' in result.stdout
+
+
+@pytest.mark.parametrize('case,expected', [
+    ('no_checkpoint', 'no CAS checkpoint'),
+    ('other_width', 'config.model.width'),
+    ('other_size', 'config.data.image_size'),
+    ('no_defects', 'no defect images'),
+    ('no_good', 'no good test image'),
+])
+def test_bad_evaluation_input_is_one_line(trained, tmp_path, case, expected):
+  config, workdir = trained
+  run = str(tmp_path / 'run')
+  shutil.copytree(workdir, run, ignore=shutil.ignore_patterns('eval'))
+  root = str(tmp_path / 'data')
+  shutil.copytree(config.data.root, root)
+  extra = [f'--config.data.root={root}']
+  base = os.path.join(root, 'widget')
+  if case == 'no_checkpoint':
+    shutil.rmtree(os.path.join(run, 'checkpoints'))
+  elif case == 'other_width':
+    extra.append('--config.model.width=8')
+  elif case == 'other_size':
+    extra.append('--config.data.image_size=48')
+  elif case == 'no_defects':
+    for d in ('crack', 'hole'):
+      shutil.rmtree(os.path.join(base, 'test', d))
+  elif case == 'no_good':
+    shutil.rmtree(os.path.join(base, 'test', 'good'))
+  result = _evaluate_cli(config, run, *extra)
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and expected in lines[0], result.stderr
+  assert not os.path.exists(os.path.join(run, 'eval'))

@@ -1,0 +1,75 @@
+"""The segmenter: parameter count, shapes, dtypes, initialisation, up-sampling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tasad_jax import models
+
+
+def _init(width, shape, dtype=jnp.float32):
+  model = models.Segmenter(width=width, dtype=dtype)
+  return model, model.init(jax.random.key(0), jnp.zeros(shape), train=False)
+
+
+def test_paper_width_has_the_papers_parameter_count():
+  model = models.Segmenter(width=128)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3))))
+  assert models.count_params(variables['params']) == 11_959_681
+  # About 463 GFLOP per 256x256 image (method doc).
+  assert abs(models.forward_flops(128, 256) / 1e9 - 463) < 3
+
+
+@pytest.mark.parametrize('shape', [(2, 32, 32, 3), (1, 48, 64, 3), (3, 16, 20, 3)])
+def test_forward_shapes(shape):
+  model, variables = _init(4, shape)
+  out = model.apply(variables, jnp.ones(shape), train=False)
+  assert out.shape == shape[:3] + (1,) and out.dtype == jnp.float32
+  out, updates = model.apply(variables, jnp.ones(shape), train=True,
+                             mutable=['batch_stats'])
+  assert out.shape == shape[:3] + (1,)
+  assert jax.tree_util.tree_structure(updates['batch_stats']) == \
+      jax.tree_util.tree_structure(variables['batch_stats'])
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+  model, variables = _init(4, (1, 32, 32, 3), jnp.bfloat16)
+  dtypes = {p.dtype for p in jax.tree_util.tree_leaves(variables['params'])}
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  out = model.apply(variables, jnp.ones((1, 32, 32, 3)), train=False)
+  assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
+
+
+def test_reference_initialisation():
+  _, variables = _init(32, (1, 16, 16, 3))
+  params = variables['params']
+  kernels = np.concatenate([np.ravel(v['Conv_0']['kernel']) for k, v in
+                            params.items() if k.startswith('ConvBNReLU')])
+  assert abs(kernels.std() - 0.02) < 0.002 and abs(kernels.mean()) < 0.002
+  scales = np.concatenate([np.ravel(v['BatchNorm_0']['scale']) for k, v in
+                           params.items() if k.startswith('ConvBNReLU')])
+  assert abs(scales.mean() - 1.0) < 0.005 and 0.01 < scales.std() < 0.03
+  bias = np.ravel(params['ConvBNReLU_1']['Conv_0']['bias'])
+  assert np.abs(bias).max() <= 1 / np.sqrt(9 * 32)  # PyTorch's default.
+
+
+def test_upsample_matches_align_corners_definition():
+  x = np.random.default_rng(0).normal(size=(1, 3, 5, 2)).astype(np.float32)
+  out = np.asarray(models.upsample2x_align_corners(jnp.asarray(x)))
+  assert out.shape == (1, 6, 10, 2)
+  expected = np.zeros_like(out)
+  for i in range(6):
+    for j in range(10):
+      y, z = i * (3 - 1) / (6 - 1), j * (5 - 1) / (10 - 1)
+      y0, z0 = min(int(y), 1), min(int(z), 3)
+      fy, fz = y - y0, z - z0
+      expected[0, i, j] = ((1 - fy) * (1 - fz) * x[0, y0, z0]
+                           + (1 - fy) * fz * x[0, y0, z0 + 1]
+                           + fy * (1 - fz) * x[0, y0 + 1, z0]
+                           + fy * fz * x[0, y0 + 1, z0 + 1])
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  # Corners are copied exactly (align_corners=True).
+  np.testing.assert_allclose(out[0, [0, -1]][:, [0, -1]], x[0, [0, -1]][:, [0, -1]],
+                             atol=1e-6)

@@ -1,0 +1,119 @@
+"""Training: loss goes down, multi-device equals single-device, resume is exact."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tasad_jax import checkpointing, input_pipeline, sharding, steps, train
+from tasad_jax.errors import UserInputError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def _fixed_batch(config, stage='cas'):
+  config = config.copy_and_resolve_references()
+  config.anomaly.normal_probability = 0.0
+  data = input_pipeline.load_train_data(config, 'cas')
+  ds = input_pipeline.train_dataset(data, config, stage,
+                                    batch_size=config.train.batch_size)
+  batch = next(ds.as_numpy_iterator())
+  return {'augmented': batch['augmented'], 'mask': batch['mask']}
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
+  tiny_config.model.dtype = dtype
+  tiny_config.model.width = 8
+  tiny_config.train.cas_steps = 30
+  tiny_config.train.learning_rate = 1e-3
+  mesh = sharding.make_mesh()
+  state = steps.create_train_state(tiny_config, 'cas', mesh)
+  step_fn = steps.make_train_step(tiny_config, 'cas', mesh, state)
+  batch = sharding.to_global(_fixed_batch(tiny_config), mesh)
+  losses = []
+  with jax.set_mesh(mesh):
+    for _ in range(30):
+      state, m = step_fn(state, batch)
+      losses.append(float(m.compute()['loss']))
+  assert np.isfinite(losses).all()
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses
+  assert int(state.step) == 30
+
+
+def _loss_curve(devices, steps=4):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, os.path.join(HERE, 'loss_curve.py'),
+                        str(steps)], env=env, capture_output=True, text=True,
+                       timeout=600, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_give_the_single_device_loss_curve():
+  one, four = _loss_curve(1), _loss_curve(4)
+  assert one['devices'] == 1 and four['devices'] == 4
+  np.testing.assert_allclose(four['losses'], one['losses'], rtol=2e-4)
+  assert len(set(one['losses'])) > 1
+
+
+def _params(workdir, config, stage):
+  mesh = sharding.make_mesh()
+  return jax.tree_util.tree_map(np.asarray,
+                                train.restore_stage(config, workdir, stage, mesh))
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
+                                                     monkeypatch):
+  tiny_config.train.cas_steps = 6
+  tiny_config.train.fas_steps = 4
+  tiny_config.train.checkpoint_every = 3
+  full = str(tmp_path / 'full')
+  train.train_and_evaluate(tiny_config, full)
+
+  resumed = str(tmp_path / 'resumed')
+  real_save = checkpointing.Checkpointer.save
+
+  def save_then_die(self, step, state):
+    real_save(self, step, state)
+    if step == 3:
+      self.wait()
+      raise KeyboardInterrupt('killed after step 3')
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(tiny_config, resumed)
+  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints', 'cas'))) == ['3']
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', real_save)
+  train.train_and_evaluate(tiny_config, resumed)
+
+  for stage in ('cas', 'fas'):
+    a, b = _params(full, tiny_config, stage), _params(resumed, tiny_config, stage)
+    assert int(a.step) == int(b.step) == steps.num_steps(tiny_config, stage)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+      np.testing.assert_array_equal(x, y)
+  assert os.path.exists(os.path.join(full, 'config.json'))
+  logs = os.listdir(os.path.join(full, 'logs', 'cas'))
+  assert any(n.startswith('events.out.tfevents') for n in logs)
+
+
+def test_fas_without_cas_checkpoint_is_a_clear_error(tiny_config, tmp_path):
+  tiny_config.stages = ('fas',)
+  with pytest.raises(UserInputError, match='no checkpoint'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'w'))
+
+
+def test_checkpoint_of_another_width_is_a_clear_error(tiny_config, tmp_path):
+  tiny_config.stages = ('cas',)
+  tiny_config.train.cas_steps = 1
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(tiny_config, workdir)
+  tiny_config.model.width = 8
+  with pytest.raises(UserInputError, match='does not fit'):
+    train.restore_stage(tiny_config, workdir, 'cas', sharding.make_mesh())
