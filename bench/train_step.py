@@ -53,7 +53,7 @@ def bench_jax(args):
   holder = [state]
 
   def run():
-    holder[0], m = step_fn(holder[0], batch)
+    holder[0], m, _ = step_fn(holder[0], batch)
     jax.block_until_ready(m)
 
   with jax.set_mesh(mesh):

@@ -76,4 +76,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.max_checkpoints = 2  # Checkpoints kept per stage.
   config.train.log_every = 100  # Steps between scalar summaries.
   config.train.image_every = 5000  # Steps between image summaries (0 = never).
+  config.train.skip_nonfinite = False  # Skip non-finite steps instead of stopping.
   return config

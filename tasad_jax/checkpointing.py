@@ -2,7 +2,8 @@
 
 Each stage has its own manager under `<workdir>/checkpoints/<stage>`. Orbax
 writes a step into a temporary folder and renames it when complete, so a run
-killed during a save leaves no checkpoint that `latest_step` would return.
+killed during a save leaves no checkpoint that `latest_step` would return; the
+temporary folder is removed when the manager next opens the directory.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory, item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+                                             create=True,
+                                             cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

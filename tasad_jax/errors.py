@@ -16,17 +16,35 @@ from typing import Callable
 from absl import flags
 
 
-class UserInputError(Exception):
+class Error(Exception):
+  """An error the command line reports as one line, without a traceback."""
+
+  exit_status = 2
+
+
+class UserInputError(Error):
   """Bad input from the user: a path, a file, a config field or a value."""
 
 
-EXIT_USER_ERROR = 2
+class TrainingFault(Error):
+  """Training cannot go on (a non-finite loss); the last checkpoint is kept."""
+
+  exit_status = 3
 
 
-def _fail(message: str) -> None:
-  sys.stderr.write('error: ' + ' '.join(str(message).split()) + '\n')
+class Preempted(Error):
+  """SIGTERM: the run saved a checkpoint and stopped; rerun to resume."""
+
+  exit_status = 128 + 15  # The shell's status for a SIGTERM'd command.
+
+
+EXIT_USER_ERROR = UserInputError.exit_status
+
+
+def _fail(message: str, status: int = EXIT_USER_ERROR, prefix='error') -> None:
+  sys.stderr.write(f'{prefix}: ' + ' '.join(str(message).split()) + '\n')
   sys.stderr.flush()
-  sys.exit(EXIT_USER_ERROR)
+  sys.exit(status)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -69,7 +87,7 @@ class _QuietLibraries(std_logging.Filter):
 
 
 def cli_main(main: Callable[..., None]) -> Callable[..., None]:
-  """Wraps an absl `main`: `UserInputError` exits with one line, status 2."""
+  """Wraps an absl `main`: an `Error` exits with one line and its status."""
 
   @functools.wraps(main)
   def wrapped(*args, **kwargs):
@@ -77,7 +95,9 @@ def cli_main(main: Callable[..., None]) -> Callable[..., None]:
       handler.addFilter(_QuietLibraries())
     try:
       return main(*args, **kwargs)
-    except UserInputError as e:
-      _fail(str(e))
+    except Preempted as e:
+      _fail(str(e), e.exit_status, prefix='stopped')
+    except Error as e:
+      _fail(str(e), e.exit_status)
 
   return wrapped

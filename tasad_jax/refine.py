@@ -37,7 +37,8 @@ class RefineParams:
 
 def seeds(coarse: np.ndarray, params: RefineParams) -> np.ndarray:
   """Steps 1-3: the boolean seed map [H, W] of a coarse map [H, W]."""
-  r = np.clip(np.abs(coarse) * 255.0, 0, 255).astype(np.uint8)
+  r = np.nan_to_num(np.abs(coarse) * 255.0, nan=0.0, posinf=255.0)
+  r = np.clip(r, 0, 255).astype(np.uint8)
   counts = np.bincount(r.ravel(), minlength=256)
   keep = counts <= params.histogram_fraction * counts.max()
   r = np.where(keep[r], r, 0).astype(np.uint8)

@@ -85,7 +85,15 @@ def create_train_state(config, stage: str, mesh) -> TrainState:
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, stage: str,
                schedule: optax.Schedule):
-  """One optimiser step of `stage` on a global batch."""
+  """One optimiser step of `stage` on a global batch.
+
+  A step whose loss or gradients are not finite leaves the parameters,
+  optimiser and BatchNorm statistics unchanged (only the step counter moves)
+  and reports `finite = False`; the training loop decides to stop or go on.
+
+  Returns:
+    (new state, metrics collection of the step, finite flag).
+  """
   loss_fn, key, collection = _STAGE[stage]
 
   def compute_loss(params):
@@ -97,10 +105,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, stage: str,
 
   (loss, (batch_stats, parts)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  new_state = jax.tree_util.tree_map(
+      lambda new, old: jnp.where(finite, new, old), updated,
+      state.replace(step=state.step + 1))
   step_metrics = collection.single_from_model_output(
-      loss=loss, learning_rate=schedule(state.step), **parts)
-  return new_state, step_metrics
+      loss=loss[None], learning_rate=schedule(state.step)[None],
+      mask=finite[None], **{k: v[None] for k, v in parts.items()})
+  return new_state, step_metrics, finite
 
 
 def make_train_step(config, stage: str, mesh, state: TrainState) -> Callable:
@@ -110,7 +124,8 @@ def make_train_step(config, stage: str, mesh, state: TrainState) -> Callable:
   return jax.jit(
       functools.partial(train_step, stage=stage, schedule=schedule),
       in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh),
+                     sharding.replicated(mesh)),
       donate_argnums=(0,))
 
 

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import checkpointing, refine, sharding
-from tasad_jax.errors import UserInputError
+from tasad_jax import checkpointing, preemption, refine, sharding
+from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 from tasad_jax.steps import (STAGES, TrainState, create_model,
                              create_train_state, input_key, make_predict,
                              make_train_step, num_steps)
@@ -92,18 +92,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   check_config(config, workdir)
   input_pipeline.check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    _write_config(config, workdir)
-  mesh = sharding.make_mesh()
-  train_images = input_pipeline.load_split(config, 'train')['image']
-  cas_pool = None
-  for stage in config.stages:
-    data = input_pipeline.load_train_data(config, stage, train_images, cas_pool)
-    if stage == 'cas':
-      cas_pool = data.pool
-    else:
-      cas_pool = cas_pool or input_pipeline.load_sources(config)
-    train_stage(config, workdir, stage, data, mesh)
+  with preemption.WorkdirLock(workdir), preemption.StopOnSigterm() as stop:
+    if jax.process_index() == 0:
+      _write_config(config, workdir)
+    mesh = sharding.make_mesh()
+    train_images = input_pipeline.load_split(config, 'train')['image']
+    cas_pool = None
+    for stage in config.stages:
+      data = input_pipeline.load_train_data(config, stage, train_images,
+                                            cas_pool)
+      if stage == 'cas':
+        cas_pool = data.pool
+      else:
+        cas_pool = cas_pool or input_pipeline.load_sources(config)
+      train_stage(config, workdir, stage, data, mesh, stop)
 
 
 def _fas_inputs(config, mesh, predict, cas_variables, batch) -> np.ndarray:
@@ -114,7 +116,42 @@ def _fas_inputs(config, mesh, predict, cas_variables, batch) -> np.ndarray:
                            refine_params(config, training=True))
 
 
-def train_stage(config, workdir: str, stage: str, data, mesh) -> TrainState:
+class _FaultCheck:
+  """Collects the per-step finite flags and checks them at sync points.
+
+  Reading a flag waits for its step, so flags are read only where the loop
+  syncs anyway (logging, checkpoints): a fault is found before any checkpoint
+  could hold it, and the step is named exactly.
+  """
+
+  def __init__(self, stage: str, skip: bool):
+    self.stage, self.skip = stage, skip
+    self.pending: list[tuple[int, jax.Array]] = []
+    self.skipped = 0
+
+  def add(self, step: int, finite: jax.Array) -> None:
+    self.pending.append((step, finite))
+
+  def check(self, last_saved: int) -> None:
+    bad = [s for s, f in self.pending if not bool(f)]
+    self.pending = []
+    if not bad:
+      return
+    if self.skip:
+      self.skipped += len(bad)
+      logging.warning('%s: skipped %d steps with a non-finite loss (first at '
+                      'step %d; %d skipped so far)', self.stage, len(bad),
+                      bad[0], self.skipped)
+      return
+    raise TrainingFault(
+        f'{self.stage}: non-finite loss or gradients at step {bad[0]}; stopped '
+        f'and kept the last good checkpoint (step {last_saved or "none"}); '
+        'lower config.train.learning_rate, or set '
+        'config.train.skip_nonfinite=True to skip such steps')
+
+
+def train_stage(config, workdir: str, stage: str, data, mesh,
+                stop: preemption.StopOnSigterm | None = None) -> TrainState:
   """Trains one stage to `config.train.<stage>_steps`, resuming if possible."""
   from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   total = num_steps(config, stage)
@@ -144,34 +181,48 @@ def train_stage(config, workdir: str, stage: str, data, mesh) -> TrainState:
       os.path.join(workdir, 'logs', stage),
       just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
-  collected, tick = None, time.perf_counter()
-  with jax.set_mesh(mesh):
-    for step in range(start + 1, total + 1):
-      batch = next(stream)
-      if stage == 'fas':
-        batch['fas_input'] = _fas_inputs(config, mesh, predict, cas_variables,
-                                         batch)
-      inputs = {key: batch[key], 'mask': batch['mask']}
-      state, step_metrics = step_fn(state, sharding.to_global(inputs, mesh))
-      collected = step_metrics if collected is None else collected.merge(
-          step_metrics)
-      report(step)
-      if step % config.train.log_every == 0 or step == total:
-        scalars = {f'{stage}/{k}': float(v)
-                   for k, v in collected.compute().items()}
-        rate = config.train.log_every * config.train.batch_size / (
-            time.perf_counter() - tick)
-        scalars[f'{stage}/images_per_s'] = rate
-        writer.write_scalars(step, scalars)
-        collected, tick = None, time.perf_counter()
-      if config.train.image_every and (step % config.train.image_every == 0
-                                        or step == total):
-        _write_images(writer, stage, step, state, predict, inputs, batch, mesh)
-      if step % config.train.checkpoint_every == 0 or step == total:
-        ckpt.save(step, state)
-  ckpt.wait()
-  ckpt.close()
-  writer.flush()
+  faults = _FaultCheck(stage, config.train.skip_nonfinite)
+  collected, tick, since, saved = None, time.perf_counter(), 0, start
+  try:
+    with jax.set_mesh(mesh):
+      for step in range(start + 1, total + 1):
+        batch = next(stream)
+        if stage == 'fas':
+          batch['fas_input'] = _fas_inputs(config, mesh, predict,
+                                           cas_variables, batch)
+        inputs = {key: batch[key], 'mask': batch['mask']}
+        state, step_metrics, finite = step_fn(
+            state, sharding.to_global(inputs, mesh))
+        faults.add(step, finite)
+        collected = step_metrics if collected is None else collected.merge(
+            step_metrics)
+        since += 1
+        report(step)
+        stopping = stop is not None and stop.should_stop(step)
+        if step % config.train.log_every == 0 or step == total or stopping:
+          faults.check(saved)
+          scalars = {f'{stage}/{k}': float(v)
+                     for k, v in collected.compute().items()}
+          scalars[f'{stage}/images_per_s'] = since * config.train.batch_size / (
+              time.perf_counter() - tick)
+          scalars[f'{stage}/skipped_steps'] = faults.skipped
+          writer.write_scalars(step, scalars)
+          collected, tick, since = None, time.perf_counter(), 0
+        if config.train.image_every and (step % config.train.image_every == 0
+                                          or step == total):
+          _write_images(writer, stage, step, state, predict, inputs, batch, mesh)
+        if step % config.train.checkpoint_every == 0 or step == total or stopping:
+          faults.check(saved)
+          ckpt.save(step, state)
+          saved = step
+        if stopping:
+          ckpt.wait()
+          raise Preempted(f'SIGTERM: saved {stage} step {step} in '
+                          f'{ckpt.directory}; run the same command to resume')
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    writer.flush()
   return state
 
 

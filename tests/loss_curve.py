@@ -31,7 +31,7 @@ def main():
   with jax.set_mesh(mesh):
     for batch, _ in zip(stream.as_numpy_iterator(), range(num)):
       inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
-      state, m = step_fn(state, sharding.to_global(inputs, mesh))
+      state, m, _ = step_fn(state, sharding.to_global(inputs, mesh))
       losses.append(float(m.compute()['loss']))
   print(json.dumps({'devices': jax.device_count(), 'losses': losses}))
 

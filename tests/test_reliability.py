@@ -1,0 +1,141 @@
+"""Faults: preemption (SIGKILL, SIGTERM), non-finite losses, concurrent runs,
+determinism, and a reader that only ever fails with its own error."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tasad_jax import evaluate, preemption, sharding, train
+from tasad_jax.errors import TrainingFault, UserInputError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = ['--config.train.cas_steps=24', '--config.train.fas_steps=6',
+             '--config.train.checkpoint_every=4']
+
+
+def _configure(config):
+  config.train.cas_steps = 24
+  config.train.fas_steps = 6
+  config.train.checkpoint_every = 4
+  return config
+
+
+def _start(workdir, *extra):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO, 'train.py'),
+       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
+       f'--workdir={workdir}', *OVERRIDES, *extra],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def _wait_for(predicate, timeout=240):
+  end = time.time() + timeout
+  while time.time() < end:
+    if predicate():
+      return True
+    time.sleep(0.01)
+  return False
+
+
+def _saving(workdir):
+  folder = os.path.join(workdir, 'checkpoints', 'cas')
+  return os.path.isdir(folder) and any('tmp' in n for n in os.listdir(folder))
+
+
+def _leaves(workdir, config, stage):
+  state = train.restore_stage(config, workdir, stage, sharding.make_mesh())
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+def test_sigkill_at_random_moments_then_resume_is_exact(tiny_config, tmp_path):
+  config = _configure(tiny_config)
+  reference = str(tmp_path / 'reference')
+  train.train_and_evaluate(config, reference)
+
+  workdir = str(tmp_path / 'killed')
+  rng = random.Random(0)
+  # First kill in the middle of a checkpoint save, then at random moments.
+  for attempt in range(3):
+    proc = _start(workdir)
+    if attempt == 0:
+      assert _wait_for(lambda: _saving(workdir)), 'never saw a save'
+    else:
+      time.sleep(rng.uniform(1.0, 6.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+  proc = _start(workdir)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err
+  for stage in ('cas', 'fas'):
+    for a, b in zip(_leaves(reference, config, stage),
+                    _leaves(workdir, config, stage)):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_and_stops_cleanly(tmp_path):
+  workdir = str(tmp_path / 'w')
+  proc = _start(workdir)
+  assert _wait_for(lambda: os.path.isdir(
+      os.path.join(workdir, 'checkpoints', 'cas', '4')))
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + 15, err
+  assert 'Traceback' not in err
+  line = [l for l in err.splitlines() if l.startswith('stopped:')]
+  assert len(line) == 1 and 'run the same command to resume' in line[0]
+  step = int(line[0].split(' step ')[1].split()[0])
+  steps = os.listdir(os.path.join(workdir, 'checkpoints', 'cas'))
+  assert str(step) in steps and not any('tmp' in s for s in steps)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_config, tmp_path):
+  config = _configure(tiny_config)
+  config.train.learning_rate = 1e30  # Parameters overflow after a step or two.
+  workdir = str(tmp_path / 'w')
+  with pytest.raises(TrainingFault, match=r'cas: non-finite loss .* at step \d+'):
+    train.train_and_evaluate(config, workdir)
+  folder = os.path.join(workdir, 'checkpoints', 'cas')
+  if os.path.isdir(folder) and os.listdir(folder):  # The kept one is finite.
+    assert all(np.isfinite(x).all() for x in _leaves(workdir, config, 'cas'))
+
+  config.train.skip_nonfinite = True
+  skipped = str(tmp_path / 'skip')
+  train.train_and_evaluate(config, skipped)
+  for x in _leaves(skipped, config, 'cas'):
+    assert np.isfinite(x).all()
+
+
+def test_a_second_run_in_the_same_workdir_refuses(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'w')
+  os.makedirs(workdir)
+  with preemption.WorkdirLock(workdir):
+    with pytest.raises(UserInputError, match='another run .* is using'):
+      train.train_and_evaluate(tiny_config, workdir)
+    proc = _start(workdir)
+    _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2
+  assert [l for l in err.splitlines() if l.startswith('error:')][0].endswith(
+      'wait for it or use another --workdir')
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+  with preemption.WorkdirLock(workdir):  # Released when the holder is done.
+    pass
+
+
+def test_same_seed_gives_byte_identical_metrics(tiny_config, tmp_path):
+  outputs = []
+  for name in ('a', 'b'):
+    workdir = str(tmp_path / name)
+    train.train_and_evaluate(tiny_config, workdir)
+    evaluate.evaluate(tiny_config, workdir, [tiny_config.data.category])
+    with open(os.path.join(workdir, 'eval', 'metrics.json'), 'rb') as f:
+      outputs.append(f.read())
+  assert outputs[0] == outputs[1]
+  assert json.loads(outputs[0])['tasad']
