@@ -16,7 +16,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
-import tensorflow as tf
 
 from tasad_jax import datasets
 from tasad_jax import errors
@@ -31,9 +30,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 @errors.cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  tf.config.set_visible_devices([], 'GPU')
+  del argv  # Checked by cli_main, which also hides GPUs from TensorFlow.
   categories = datasets.expand_categories(
       FLAGS.config.data.root,
       datasets.categories_from_argv(sys.argv, FLAGS.config.data.category))

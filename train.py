@@ -11,7 +11,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
-import tensorflow as tf
 
 from tasad_jax import errors
 from tasad_jax import input_pipeline
@@ -29,10 +28,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 @errors.cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
-  # The input pipeline runs on the host: keep TensorFlow off the accelerators.
-  tf.config.set_visible_devices([], 'GPU')
+  del argv  # Checked by cli_main, which also hides GPUs from TensorFlow.
   if FLAGS.inspect_data:
     input_pipeline.inspect_data(FLAGS.config, FLAGS.workdir)
     return

@@ -56,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.refine.n_segments = 250  # SLIC of the image for the FAS crop.
   config.refine.compactness = 8.0  # SLIC compactness.
   config.refine.sigma = 1.0  # SLIC Gaussian pre-smoothing.
+  config.refine.on_device = True  # FAS input in JAX (jitted); False: host scikit-image.
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 32  # Test images per jitted batch (global).

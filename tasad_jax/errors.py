@@ -86,15 +86,24 @@ class _QuietLibraries(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or not noisy
 
 
-def cli_main(main: Callable[..., None]) -> Callable[..., None]:
-  """Wraps an absl `main`: an `Error` exits with one line and its status."""
+def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  """Wraps an absl `main` for the entry points.
+
+  Refuses stray positional arguments, keeps TensorFlow (the host input
+  pipeline) off the accelerators, quiets library logs, and turns an `Error`
+  into one line and its exit status.
+  """
 
   @functools.wraps(main)
-  def wrapped(*args, **kwargs):
+  def wrapped(argv):
+    if len(argv) > 1:
+      _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], 'GPU')
     for handler in std_logging.getLogger().handlers:
       handler.addFilter(_QuietLibraries())
     try:
-      return main(*args, **kwargs)
+      return main(argv)
     except Preempted as e:
       _fail(str(e), e.exit_status, prefix='stopped')
     except Error as e:

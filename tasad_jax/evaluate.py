@@ -86,7 +86,8 @@ def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
   if _has_checkpoint(workdir, 'fas'):
     fas = _variables(train_lib.restore_stage(config, workdir, 'fas', mesh))
   runner = inference.TwoStage(steps.create_model(config), _variables(cas), fas,
-                              train_lib.refine_params(config, training=False), mesh)
+                              steps.refine_params(config, training=False), mesh,
+                              on_device=config.refine.on_device)
   size = config.eval.batch_size
   outputs: dict[str, list] = {}
   for start in range(0, len(split['label']), size):

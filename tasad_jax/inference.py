@@ -2,20 +2,21 @@
 
 The anomaly map is CAS output + FAS output (raw); the image score is the
 maximum of the map after a 21x21 mean filter (stride 1, zero padding, always
-divided by 441). The networks and the score run jitted and batch-sharded over
-the data mesh; the FAS input (superpixel crop) is the host reference version of
-`tasad_jax.refine` with the test thresholds.
+divided by 441). With `on_device`, CAS -> FAS input (histogram filter, median,
+JAX SLIC, crop) -> FAS -> maps -> scores is one jitted, batch-sharded program;
+otherwise the FAS input is made on the host by the reference `tasad_jax.refine`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasad_jax import refine, sharding
+from tasad_jax import refine, sharding, steps
 
 SCORE_WINDOW = 21
 
@@ -27,12 +28,23 @@ def image_scores(maps: jax.Array, window: int = SCORE_WINDOW) -> jax.Array:
   return jnp.max(summed / (window * window), axis=(1, 2, 3))
 
 
+def two_stage(apply_fn, cas_variables, fas_variables, images,
+              params: refine.RefineParams) -> dict[str, jax.Array]:
+  """The whole two-stage program on device, for images [N, H, W, 3]."""
+  coarse, fas_input = steps.fine_input(apply_fn, cas_variables, images, params)
+  tasad = coarse + apply_fn(fas_variables, fas_input, train=False)
+  return {'cas_map': coarse, 'cas_score': image_scores(coarse),
+          'tasad_map': tasad, 'tasad_score': image_scores(tasad),
+          'fas_input': fas_input}
+
+
 class TwoStage:
   """Runs CAS (and FAS when given) on batches of images."""
 
   def __init__(self, model, cas_variables: Any, fas_variables: Any | None,
-               refine_params: refine.RefineParams, mesh):
+               refine_params: refine.RefineParams, mesh, on_device: bool = True):
     self.mesh = mesh
+    self.on_device = on_device and fas_variables is not None
     self.cas = cas_variables
     self.fas = fas_variables
     self.refine_params = refine_params
@@ -43,6 +55,10 @@ class TwoStage:
     self._scores = jax.jit(image_scores, in_shardings=batch,
                            out_shardings=batch)
     self._add = jax.jit(jnp.add, in_shardings=(batch, batch), out_shardings=batch)
+    rep = sharding.replicated(mesh)
+    self._program = jax.jit(
+        functools.partial(two_stage, model.apply, params=refine_params),
+        in_shardings=(rep, rep, batch), out_shardings=batch)
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
     """Maps and scores of images [N, H, W, 3] in [0, 1] (this process's rows).
@@ -59,6 +75,11 @@ class TwoStage:
                                                 images.dtype)])
     with jax.set_mesh(self.mesh):
       x = sharding.to_global({'x': images}, self.mesh)['x']
+      if self.on_device:
+        out = {k: sharding.to_local(v)
+               for k, v in self._program(self.cas, self.fas, x).items()}
+        return {k: (v[:n, ..., 0] if k.endswith('_map') else v[:n])
+                for k, v in out.items()}
       cas_map = self._predict(self.cas, x)
       out = {'cas_map': sharding.to_local(cas_map),
              'cas_score': sharding.to_local(self._scores(cas_map))}

@@ -80,31 +80,27 @@ def _single_class(labels) -> bool:
   return labels.all() or not labels.any()
 
 
+def _score(scores, labels, name: str, from_curve, need_negatives: bool) -> float:
+  scores, labels = _check(scores, labels)
+  if not labels.any() or (need_negatives and labels.all()):
+    return _undefined(name)
+  _, _, tps, fps = _curve(scores, labels)
+  return from_curve(tps, fps)
+
+
 def auroc(scores, labels) -> float:
   """Area under the ROC curve; NaN with a warning for a single class."""
-  scores, labels = _check(scores, labels)
-  if _single_class(labels):
-    return _undefined('AUROC')
-  _, _, tps, fps = _curve(scores, labels)
-  return _auroc_from(tps, fps)
+  return _score(scores, labels, 'AUROC', _auroc_from, need_negatives=True)
 
 
 def average_precision(scores, labels) -> float:
-  """Average precision (step-wise, as scikit-learn); NaN for a single class."""
-  scores, labels = _check(scores, labels)
-  if not labels.any():
-    return _undefined('AP')
-  _, _, tps, fps = _curve(scores, labels)
-  return _ap_from(tps, fps)
+  """Average precision (step-wise, as scikit-learn); NaN without positives."""
+  return _score(scores, labels, 'AP', _ap_from, need_negatives=False)
 
 
 def f1_max(scores, labels) -> float:
   """The best F1 score over all thresholds; NaN without positives."""
-  scores, labels = _check(scores, labels)
-  if not labels.any():
-    return _undefined('F1-max')
-  _, _, tps, fps = _curve(scores, labels)
-  return _f1_from(tps, fps)
+  return _score(scores, labels, 'F1-max', _f1_from, need_negatives=False)
 
 
 def _regions(masks: np.ndarray) -> tuple[np.ndarray, int]:

@@ -81,3 +81,57 @@ def fas_inputs(coarse: np.ndarray, images: np.ndarray, params: RefineParams,
     out = list(ex.map(lambda i: fas_input(coarse[i, ..., 0], images[i], params)[0],
                       range(len(images))))
   return np.stack(out)
+
+
+# ---- The same steps as jitted JAX, batched, for accelerators ---------------
+
+
+def seeds_device(coarse, params: RefineParams):
+  """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W]."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tasad_jax import superpixels  # pylint: disable=g-import-not-at-top
+  r = jnp.clip(jnp.nan_to_num(jnp.abs(coarse) * 255.0, nan=0.0, posinf=255.0),
+               0, 255).astype(jnp.int32)
+  counts = jax.vmap(lambda v: jnp.zeros(256, jnp.int32).at[v.ravel()].add(1))(r)
+  limit = params.histogram_fraction * counts.max(axis=1, keepdims=True)
+  keep = counts <= limit
+  r = jnp.where(jnp.take_along_axis(keep, r.reshape(len(r), -1), axis=1)
+                .reshape(r.shape), r, 0)
+  n, h, w = r.shape
+  padded = superpixels.pad_hw(r, 1, 'edge')
+  window = jnp.stack([padded[:, dy:dy + h, dx:dx + w]
+                      for dy in range(3) for dx in range(3)], axis=-1)
+  median = jnp.sort(window, axis=-1)[..., 4]
+  return median > params.seed_threshold
+
+
+def fas_inputs_device(coarse, images, params: RefineParams, labels=None):
+  """Steps 1-5 on device: coarse [N, H, W, 1], images [N, H, W, 3] in [0, 1].
+
+  Args:
+    coarse: the coarse stage's maps.
+    images: the images the maps were computed from.
+    params: thresholds and SLIC parameters.
+    labels: superpixels [N, H, W] (from 1); None computes them with
+      `tasad_jax.superpixels.slic`.
+
+  Returns:
+    (FAS input [N, H, W, 3], kept region [N, H, W] bool).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tasad_jax import superpixels  # pylint: disable=g-import-not-at-top
+  seed_map = seeds_device(coarse[..., 0], params)
+  if labels is None:
+    labels = superpixels.slic(images, params.n_segments, params.compactness,
+                              params.sigma)
+  n = labels.shape[0]
+  flat = labels.reshape(n, -1)
+  size = int(np.prod(labels.shape[1:])) + 1  # Labels never exceed the pixels.
+  kept = jax.vmap(lambda l, s: jnp.zeros(size, bool).at[l].max(s))(
+      flat, seed_map.reshape(n, -1))
+  region = jnp.take_along_axis(kept, flat, axis=1).reshape(labels.shape)
+  x = images * region[..., None]
+  top = x.max(axis=(1, 2, 3), keepdims=True)
+  return jnp.where(top > 1.0, x / (top + 0.005), x), region

@@ -3,7 +3,10 @@
 The batch is split over the 'data' axis of a mesh of all devices; the train
 state is replicated. Under jit, reductions over the batch (BatchNorm statistics,
 losses) are global-batch reductions: XLA inserts the cross-device sums. Each
-process feeds its own rows of the global batch.
+process feeds its own rows of the global batch. The mesh axis type is given
+explicitly as `Auto`: the jitted functions' input and output shardings are
+fixed, and XLA propagates shardings inside them (with `Explicit`, every
+concatenation or padding in the superpixel code would need its own sharding).
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ DATA_AXIS = 'data'
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh named 'data' over `devices` (default: all devices)."""
+  """A 1-D mesh named 'data' (axis type Auto) over `devices` (default: all)."""
   devices = list(devices if devices is not None else jax.devices())
   return jax.make_mesh((len(devices),), (DATA_AXIS,),
-                       axis_types=(AxisType.Explicit,), devices=devices)
+                       axis_types=(AxisType.Auto,), devices=devices)
 
 
 def replicated(mesh) -> NamedSharding:

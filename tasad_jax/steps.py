@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tasad_jax import losses, models, sharding
+from tasad_jax import losses, models, refine, sharding
 
 STAGES = ('cas', 'fas')
 
@@ -83,9 +83,22 @@ def create_train_state(config, stage: str, mesh) -> TrainState:
   return jax.device_put(state, sharding.replicated(mesh))
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, stage: str,
-               schedule: optax.Schedule):
+def fine_input(apply_fn: Callable, cas_variables: Any, images: jax.Array,
+               params: refine.RefineParams) -> tuple[jax.Array, jax.Array]:
+  """Frozen CAS on `images`, then the FAS input on device: (coarse, fas_input)."""
+  coarse = jax.lax.stop_gradient(apply_fn(cas_variables, images, train=False))
+  return coarse, refine.fas_inputs_device(coarse, images, params)[0]
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               cas_variables: Any = None, *, stage: str,
+               schedule: optax.Schedule,
+               refine_params: refine.RefineParams | None = None):
   """One optimiser step of `stage` on a global batch.
+
+  For FAS with `refine_params`, the FAS input is made inside the step from
+  `batch['augmented']` by the frozen CAS (`cas_variables`); otherwise the batch
+  carries the network's input (`augmented` or a host-made `fas_input`).
 
   A step whose loss or gradients are not finite leaves the parameters,
   optimiser and BatchNorm statistics unchanged (only the step counter moves)
@@ -95,6 +108,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, stage: str,
     (new state, metrics collection of the step, finite flag).
   """
   loss_fn, key, collection = _STAGE[stage]
+  if refine_params is not None:
+    batch = dict(batch, fas_input=fine_input(state.apply_fn, cas_variables,
+                                             batch['augmented'], refine_params)[1])
 
   def compute_loss(params):
     prediction, updates = state.apply_fn(
@@ -117,10 +133,32 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, stage: str,
   return new_state, step_metrics, finite
 
 
+def refine_params(config, training: bool) -> refine.RefineParams:
+  """The FAS-input thresholds of training or of test (config.refine)."""
+  r = config.refine
+  return refine.RefineParams(
+      histogram_fraction=r.train_histogram_fraction if training else r.test_histogram_fraction,
+      seed_threshold=r.train_seed_threshold if training else r.test_seed_threshold,
+      n_segments=r.n_segments, compactness=r.compactness, sigma=r.sigma)
+
+
 def make_train_step(config, stage: str, mesh, state: TrainState) -> Callable:
-  """The jitted, sharded, state-donating train step of a stage."""
+  """The jitted, sharded, state-donating train step of a stage.
+
+  Its arguments are (state, batch) or, for FAS with `config.refine.on_device`,
+  (state, batch, cas_variables).
+  """
   schedule = learning_rate_schedule(config, num_steps(config, stage))
   state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
+  if stage == 'fas' and config.refine.on_device:
+    return jax.jit(
+        functools.partial(train_step, stage=stage, schedule=schedule,
+                          refine_params=refine_params(config, training=True)),
+        in_shardings=(state_sharding, sharding.batch_sharded(mesh),
+                      sharding.replicated(mesh)),
+        out_shardings=(state_sharding, sharding.replicated(mesh),
+                       sharding.replicated(mesh)),
+        donate_argnums=(0,))
   return jax.jit(
       functools.partial(train_step, stage=stage, schedule=schedule),
       in_shardings=(state_sharding, sharding.batch_sharded(mesh)),

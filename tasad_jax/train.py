@@ -12,6 +12,7 @@ stream is a pure function of (seed, step), it ends with the same parameters as
 an uninterrupted run.
 """
 
+import functools
 import os
 import time
 
@@ -26,15 +27,8 @@ from tasad_jax import checkpointing, preemption, refine, sharding
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 from tasad_jax.steps import (STAGES, TrainState, create_model,
                              create_train_state, input_key, make_predict,
-                             make_train_step, num_steps)
-
-
-def refine_params(config, training: bool) -> refine.RefineParams:
-  r = config.refine
-  return refine.RefineParams(
-      histogram_fraction=r.train_histogram_fraction if training else r.test_histogram_fraction,
-      seed_threshold=r.train_seed_threshold if training else r.test_seed_threshold,
-      n_segments=r.n_segments, compactness=r.compactness, sigma=r.sigma)
+                             make_train_step, num_steps, refine_params,
+                             fine_input)
 
 
 def check_config(config, workdir: str) -> None:
@@ -174,6 +168,8 @@ def train_stage(config, workdir: str, stage: str, data, mesh,
     cas_variables = {'params': cas.params, 'batch_stats': cas.batch_stats}
   step_fn = make_train_step(config, stage, mesh, state)
   key = input_key(stage)
+  fine_input_fn = jax.jit(functools.partial(
+      fine_input, state.apply_fn, params=refine_params(config, training=True)))
   stream = input_pipeline.train_dataset(
       data, config, stage, batch_size=config.train.batch_size,
       start_step=start).as_numpy_iterator()
@@ -187,12 +183,17 @@ def train_stage(config, workdir: str, stage: str, data, mesh,
     with jax.set_mesh(mesh):
       for step in range(start + 1, total + 1):
         batch = next(stream)
-        if stage == 'fas':
-          batch['fas_input'] = _fas_inputs(config, mesh, predict,
-                                           cas_variables, batch)
-        inputs = {key: batch[key], 'mask': batch['mask']}
-        state, step_metrics, finite = step_fn(
-            state, sharding.to_global(inputs, mesh))
+        if stage == 'fas' and config.refine.on_device:
+          inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
+          state, step_metrics, finite = step_fn(
+              state, sharding.to_global(inputs, mesh), cas_variables)
+        else:
+          if stage == 'fas':
+            batch['fas_input'] = _fas_inputs(config, mesh, predict,
+                                             cas_variables, batch)
+          inputs = {key: batch[key], 'mask': batch['mask']}
+          state, step_metrics, finite = step_fn(
+              state, sharding.to_global(inputs, mesh))
         faults.add(step, finite)
         collected = step_metrics if collected is None else collected.merge(
             step_metrics)
@@ -210,6 +211,10 @@ def train_stage(config, workdir: str, stage: str, data, mesh,
           collected, tick, since = None, time.perf_counter(), 0
         if config.train.image_every and (step % config.train.image_every == 0
                                           or step == total):
+          if key not in inputs:  # FAS input made inside the step: redo it.
+            inputs[key] = sharding.to_local(fine_input_fn(
+                cas_variables, sharding.to_global(
+                    {'x': batch['augmented']}, mesh)['x'])[1])
           _write_images(writer, stage, step, state, predict, inputs, batch, mesh)
         if step % config.train.checkpoint_every == 0 or step == total or stopping:
           faults.check(saved)

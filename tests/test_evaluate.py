@@ -137,3 +137,17 @@ def test_bad_evaluation_input_is_one_line(trained, tmp_path, case, expected):
   lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and expected in lines[0], result.stderr
   assert not os.path.exists(os.path.join(run, 'eval'))
+
+
+def test_host_and_device_fas_inputs_give_close_metrics(trained):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  split_metrics = {}
+  for on_device in (True, False):
+    config.refine.on_device = on_device
+    split_metrics[on_device] = evaluate.evaluate(
+        config, workdir, [config.data.category])
+  assert split_metrics[True]['cas'] == split_metrics[False]['cas']
+  for key in metrics.METRIC_KEYS:
+    assert abs(split_metrics[True]['tasad'][key]
+               - split_metrics[False]['tasad'][key]) < 0.05, key
