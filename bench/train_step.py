@@ -5,7 +5,10 @@
 Prints one JSON line: `step_s` (median seconds per step), `images_per_s`,
 `flops_per_s` (convolution FLOPs counted analytically: forward + backward = 3x
 forward) on the JAX devices present, and the same for PyTorch when it is
-installed (`torch_*`). Arrays are made on device; TensorFlow is not needed.
+installed (`torch_*`). With `--fas`, also the FAS step with its input made
+inside the jitted step (`fas_step_s_device_input`) and on the host
+(`fas_step_s_host_input`, CAS forward + scikit-image per image). Arrays are made
+on device; TensorFlow is not needed.
 """
 
 import argparse
@@ -60,6 +63,46 @@ def bench_jax(args):
     return _median_time(run, args.warmup, args.repeats)
 
 
+def bench_fas(args):
+  """FAS step with the FAS input made inside the step vs on the host."""
+  from tasad_jax import refine  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.model.width = args.width
+  config.model.dtype = args.dtype
+  config.data.image_size = args.size
+  mesh = sharding.make_mesh()
+  cas = steps.create_train_state(config, 'cas', mesh)
+  cas_variables = {'params': cas.params, 'batch_stats': cas.batch_stats}
+  shape = (args.batch, args.size, args.size)
+  rng = np.random.default_rng(0)
+  images = rng.random(shape + (3,)).astype(np.float32)
+  mask = (rng.random(shape + (1,)) > 0.9).astype(np.float32)
+  result = {}
+  for on_device in (True, False):
+    config.refine.on_device = on_device
+    holder = [steps.create_train_state(config, 'fas', mesh)]
+    step_fn = steps.make_train_step(config, 'fas', mesh, holder[0])
+    predict = steps.make_predict(steps.create_model(config), mesh)
+    params = steps.refine_params(config, training=True)
+
+    def run():
+      batch = sharding.to_global({'augmented': images, 'mask': mask}, mesh)
+      if on_device:
+        holder[0], m, _ = step_fn(holder[0], batch, cas_variables)
+      else:
+        coarse = np.asarray(predict(cas_variables, batch['augmented']))
+        fas_input = refine.fas_inputs(coarse, images, params)
+        holder[0], m, _ = step_fn(holder[0], sharding.to_global(
+            {'fas_input': fas_input, 'mask': mask}, mesh))
+      jax.block_until_ready(m)
+
+    with jax.set_mesh(mesh):
+      result['fas_step_s_device_input' if on_device else
+             'fas_step_s_host_input'] = round(
+                 _median_time(run, args.warmup, args.repeats), 5)
+  return result
+
+
 def bench_torch(args):
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -98,6 +141,8 @@ def main():
   parser.add_argument('--no_torch', action='store_true')
   parser.add_argument('--channels_last', action='store_true',
                       help='PyTorch in channels-last memory format.')
+  parser.add_argument('--fas', action='store_true',
+                      help='Also time the FAS step, FAS input on device vs host.')
   args = parser.parse_args()
   flops = 3 * models.forward_flops(args.width, args.size) * args.batch
   step_s = bench_jax(args)
@@ -109,6 +154,8 @@ def main():
       'images_per_s': round(args.batch / step_s, 2),
       'flops_per_s': float(f'{flops / step_s:.4g}'),
   }
+  if args.fas:
+    result.update(bench_fas(args))
   torch_s = None if args.no_torch else bench_torch(args)
   if torch_s is not None:
     result.update({'torch_step_s': round(torch_s, 5),
