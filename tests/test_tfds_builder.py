@@ -36,3 +36,16 @@ def test_tfds_loader_equals_folder_loader(tmp_path, tiny_config):
     from_tfds = input_pipeline.load_split(config, split)
     for key, value in folder[split].items():
       np.testing.assert_array_equal(from_tfds[key], value, err_msg=key)
+
+
+def test_tfds_anomaly_source_and_its_errors(tmp_path):
+  import pytest  # pylint: disable=g-import-not-at-top
+  from tasad_jax.datasets import sources  # pylint: disable=g-import-not-at-top
+  from tasad_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=5):  # DTD's real features, fake pixels.
+    images = sources.load_source_images('tfds:dtd', 16)
+  assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+  with pytest.raises(UserInputError, match='not prepared .*tfds build dtd'):
+    sources.load_source_images('tfds:dtd', 16, tfds_data_dir=str(tmp_path))
+  with pytest.raises(UserInputError, match='unknown TFDS dataset'):
+    sources.load_source_images('tfds:no_such_dataset', 16)

@@ -103,15 +103,17 @@ def _folder_images(folder: str, image_size: int) -> np.ndarray:
 def _tfds_images(name: str, image_size: int, data_dir: str | None) -> np.ndarray:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-  except Exception as e:  # pylint: disable=broad-except
-    raise UserInputError(f'tfds:{name}: unknown TFDS dataset ({e})') from None
-  if not builder.is_prepared():
+    ds = tfds.load(name, split='all', data_dir=data_dir or None, download=False)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserInputError(f'tfds:{name}: unknown TFDS dataset '
+                         '(config.anomaly.source)') from None
+  except (AssertionError, FileNotFoundError, ValueError) as e:
     raise UserInputError(
-        f'tfds:{name}: not prepared in {builder.data_dir_root}; run '
-        f'`tfds build {name}` first (config.anomaly.tfds_data_dir)')
+        f'tfds:{name}: not prepared in {data_dir or "the default TFDS data_dir"};'
+        f' run `tfds build {name}` first (config.anomaly.tfds_data_dir): '
+        f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
   images = []
-  for example in builder.as_dataset(split='all').as_numpy_iterator():
+  for example in ds.as_numpy_iterator():
     image = example['image'] if isinstance(example, dict) else example[0]
     if image.shape[-1] == 1:
       image = np.repeat(image, 3, axis=-1)
