@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_visualizations = 8  # Heat-map PNGs written per category.
   config.eval.aupro_fpr_limit = 0.3  # AUPRO integrates the PRO curve up to this FPR.
 
+  config.threshold = ml_collections.ConfigDict()
+  config.threshold.holdout_fraction = 0.1  # Normal train images held out to set thresholds.
+  config.threshold.target_false_alarm_rate = 0.01  # Share of normal images/pixels flagged.
+
   config.stages = ('cas', 'fas')  # Stages to train, in order; FAS needs a trained CAS.
   config.distributed = False  # Call jax.distributed.initialize() (multi-host jobs).
 

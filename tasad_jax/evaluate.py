@@ -20,7 +20,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import checkpointing, inference, metrics, sharding, steps, visualize
+from tasad_jax import (checkpointing, inference, metrics, sharding, steps,
+                       thresholds, visualize)
 from tasad_jax import train as train_lib
 from tasad_jax.errors import UserInputError
 
@@ -119,6 +120,9 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
       }
     result[method] = {k: float(v) for k, v in values.items()}
     result[method]['per_defect'] = per_defect
+    result[method]['f1_optimal_thresholds'] = {
+        'image': thresholds.f1_optimal(scores, labels),
+        'pixel': thresholds.f1_optimal(maps, masks)}
   return result
 
 
@@ -191,6 +195,9 @@ def evaluate_category(config, workdir: str) -> dict:
             'image_size': config.data.image_size,
             'num_images': int(len(split['label']))}
   report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit))
+  trained = thresholds.load(workdir)
+  if trained is not None:
+    report['trained_thresholds'] = trained
   if 'tasad' not in report:
     report['note'] = 'no FAS checkpoint: coarse stage (CAS) only'
   if jax.process_index() == 0:

@@ -96,7 +96,7 @@ def seeds_device(coarse, params: RefineParams):
   counts = jax.vmap(lambda v: jnp.zeros(256, jnp.int32).at[v.ravel()].add(1))(r)
   limit = params.histogram_fraction * counts.max(axis=1, keepdims=True)
   keep = counts <= limit
-  r = jnp.where(jnp.take_along_axis(keep, r.reshape(len(r), -1), axis=1)
+  r = jnp.where(jnp.take_along_axis(keep, r.reshape(r.shape[0], -1), axis=1)
                 .reshape(r.shape), r, 0)
   n, h, w = r.shape
   padded = superpixels.pad_hw(r, 1, 'edge')

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import checkpointing, preemption, refine, sharding
+from tasad_jax import checkpointing, preemption, refine, sharding, thresholds
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 from tasad_jax.steps import (STAGES, TrainState, create_model,
                              create_train_state, input_key, make_predict,
@@ -90,7 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() == 0:
       _write_config(config, workdir)
     mesh = sharding.make_mesh()
-    train_images = input_pipeline.load_split(config, 'train')['image']
+    train_images, holdout = thresholds.split_holdout(
+        input_pipeline.load_split(config, 'train')['image'],
+        config.threshold.holdout_fraction, config.seed)
     cas_pool = None
     for stage in config.stages:
       data = input_pipeline.load_train_data(config, stage, train_images,
@@ -100,6 +102,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
       else:
         cas_pool = cas_pool or input_pipeline.load_sources(config)
       train_stage(config, workdir, stage, data, mesh, stop)
+    calibrate(config, workdir, holdout if len(holdout) else train_images, mesh)
+
+
+def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
+  """Scores normal images with the trained stages; writes thresholds.json."""
+  from tasad_jax import inference  # pylint: disable=g-import-not-at-top
+  cas = restore_stage(config, workdir, 'cas', mesh)
+  fas = None
+  if os.path.isdir(checkpoint_dir(workdir, 'fas')):
+    fas = restore_stage(config, workdir, 'fas', mesh)
+    fas = {'params': fas.params, 'batch_stats': fas.batch_stats}
+  runner = inference.TwoStage(
+      create_model(config), {'params': cas.params, 'batch_stats': cas.batch_stats},
+      fas, refine_params(config, training=False), mesh,
+      on_device=config.refine.on_device)
+  method = 'tasad' if fas is not None else 'cas'
+  scores, maps = [], []
+  for start in range(0, len(images), config.eval.batch_size):
+    out = runner(images[start:start + config.eval.batch_size].astype(np.float32)
+                 / 255.0)
+    scores.append(out[f'{method}_score'])
+    maps.append(out[f'{method}_map'])
+  values = thresholds.from_normal(np.concatenate(scores), np.concatenate(maps),
+                                  config.threshold.target_false_alarm_rate)
+  values['method'] = method
+  if jax.process_index() == 0:
+    thresholds.save(workdir, values)
+  logging.info('Thresholds from %d normal images: %s', len(images), values)
+  return values
 
 
 def _fas_inputs(config, mesh, predict, cas_variables, batch) -> np.ndarray:

@@ -1,0 +1,42 @@
+"""Exports a trained model for serving.
+
+  python export.py --workdir=runs/bottle --output=bottle.stablehlo
+  python export.py --workdir=runs/bottle --output=bottle_savedmodel --format=saved_model
+
+`stablehlo` (default) serialises the two-stage program with `jax.export`, batch
+dimension symbolic; `saved_model` writes a TensorFlow SavedModel via jax2tf.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+import tasad_jax
+from tasad_jax import errors
+from tasad_jax import exporting
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
+flags.DEFINE_string('output', None, 'File (stablehlo) or folder (saved_model).')
+flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'saved_model'],
+                  'Serialisation format.')
+flags.mark_flags_as_required(['workdir', 'output'])
+
+
+@errors.cli_main
+def main(argv):
+  del argv  # Checked by cli_main.
+  model = tasad_jax.load(FLAGS.workdir)
+  if FLAGS.format == 'stablehlo':
+    exporting.export_stablehlo(model, FLAGS.output)
+  else:
+    exporting.export_saved_model(model, FLAGS.output)
+  print(f'Wrote {FLAGS.output} ({FLAGS.format}, images [batch, '
+        f'{model.image_size}, {model.image_size}, 3] float32 in [0, 1])')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=errors.parse_flags)

@@ -1,0 +1,37 @@
+"""Scores image files with a trained model.
+
+  python predict.py --workdir=runs/bottle --input='photos/*.png' --output=out
+
+Writes out/scores.csv (path, score, decision, error), out/masks/*.png and
+out/heatmaps/*.png. Unreadable files become error rows; the run goes on.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from tasad_jax import batch_predict
+from tasad_jax import errors
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
+flags.DEFINE_string('input', None, 'An image file, a folder, or a glob.')
+flags.DEFINE_string('output', None, 'Folder for scores.csv, masks, heat maps.')
+flags.DEFINE_integer('batch_size', 16, 'Images per batch.')
+flags.mark_flags_as_required(['workdir', 'input', 'output'])
+
+
+@errors.cli_main
+def main(argv):
+  del argv  # Checked by cli_main.
+  counts = batch_predict.predict_files(FLAGS.workdir, FLAGS.input, FLAGS.output,
+                                       FLAGS.batch_size)
+  print(f'{counts["scored"]} images scored, {counts["failed"]} unreadable; '
+        f'{os.path.join(FLAGS.output, "scores.csv")}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=errors.parse_flags)

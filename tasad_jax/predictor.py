@@ -1,0 +1,125 @@
+"""Using a trained model: `tasad_jax.load(workdir).predict(images)`.
+
+The predictor restores the CAS and FAS checkpoints and the thresholds of a
+training workdir, takes images of any size (uint8 or float, HWC or NHWC, grey,
+RGB or RGBA), resizes them as training did, runs the jitted two-stage program,
+and returns anomaly maps at each input's own size, image scores and decisions.
+No TensorFlow is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from tasad_jax import inference, sharding, steps, thresholds
+from tasad_jax.datasets import imageio
+from tasad_jax.errors import UserInputError
+
+
+def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    if np.issubdtype(image.dtype, np.floating) and image.max(initial=0) <= 1.0:
+      image = image * 255.0
+    image = np.clip(np.nan_to_num(image), 0, 255).round().astype(np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+    raise UserInputError(f'image of shape {image.shape}: expected HxW, HxWx1, '
+                         'HxWx3 or HxWx4')
+  if image.shape[-1] in (2, 4):
+    image = image[..., :-1]
+  return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image
+
+
+def _resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
+  if values.shape == (height, width):
+    return values
+  return np.asarray(Image.fromarray(values.astype(np.float32), 'F').resize(
+      (width, height), Image.BILINEAR))
+
+
+class Predictor:
+  """A trained TASAD model with its thresholds, ready for new images."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    from tasad_jax import train  # pylint: disable=g-import-not-at-top
+    self.config = config
+    self.workdir = workdir
+    self.mesh = sharding.make_mesh()
+    cas = train.restore_stage(config, workdir, 'cas', self.mesh)
+    self.cas = {'params': cas.params, 'batch_stats': cas.batch_stats}
+    self.fas = None
+    if os.path.isdir(train.checkpoint_dir(workdir, 'fas')):
+      fas = train.restore_stage(config, workdir, 'fas', self.mesh)
+      self.fas = {'params': fas.params, 'batch_stats': fas.batch_stats}
+    self.method = 'tasad' if self.fas is not None else 'cas'
+    self.thresholds = thresholds.load(workdir) or {}
+    self.model = steps.create_model(config)
+    self.refine_params = steps.refine_params(config, training=False)
+    self._runner = inference.TwoStage(self.model, self.cas, self.fas,
+                                      self.refine_params, self.mesh,
+                                      on_device=config.refine.on_device)
+
+  @property
+  def image_size(self) -> int:
+    return self.config.data.image_size
+
+  def preprocess(self, images) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Images (a batch array or a list of arrays) -> float [N, S, S, 3], sizes."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+      images = list(images)
+    elif isinstance(images, np.ndarray):
+      images = [images]
+    batch, sizes = [], []
+    for image in images:
+      rgb = _as_uint8_rgb(image)
+      sizes.append(rgb.shape[:2])
+      batch.append(imageio.resize_image(rgb, self.image_size))
+    return np.stack(batch).astype(np.float32) / 255.0, sizes
+
+  def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> dict:
+    """Anomaly maps, scores and decisions of a batch of images.
+
+    Returns:
+      {'anomaly_maps': [N, H, W] float32 (a list when sizes differ), 'scores':
+       [N], 'decisions': bool [N] (score above the image threshold), 'masks':
+       like anomaly_maps, bool (above the pixel threshold)}. Decisions and masks
+       are None when the workdir has no thresholds.json.
+    """
+    x, sizes = self.preprocess(images)
+    maps, scores = [], []
+    for start in range(0, len(x), self.config.eval.batch_size):
+      out = self._runner(x[start:start + self.config.eval.batch_size])
+      maps.extend(out[f'{self.method}_map'])
+      scores.extend(out[f'{self.method}_score'])
+    maps = [_resize_map(m, h, w) for m, (h, w) in zip(maps, sizes)]
+    scores = np.asarray(scores, np.float32)
+    image_t, pixel_t = self.thresholds.get('image'), self.thresholds.get('pixel')
+    same = len(set(sizes)) == 1
+    pack = (lambda v: np.stack(v)) if same else (lambda v: v)
+    return {
+        'anomaly_maps': pack(maps),
+        'scores': scores,
+        'decisions': None if image_t is None else scores > image_t,
+        'masks': None if pixel_t is None else pack([m > pixel_t for m in maps]),
+    }
+
+
+def load(workdir: str) -> Predictor:
+  """The predictor of a training workdir (its config.json and checkpoints)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise UserInputError(f'{workdir}: not a training workdir (no config.json)')
+  try:
+    with open(path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise UserInputError(f'{path}: unreadable config ({e})') from None
+  return Predictor(config, workdir)
