@@ -39,13 +39,18 @@ def _median_time(fn, warmup, repeats):
   return statistics.median(times)
 
 
-def bench_jax(args):
+def _setup(args):
+  """The config of the benchmark's settings, the mesh, and CAS's train state."""
   config = default.get_config()
   config.model.width = args.width
   config.model.dtype = args.dtype
   config.data.image_size = args.size
   mesh = sharding.make_mesh()
-  state = steps.create_train_state(config, 'cas', mesh)
+  return config, mesh, steps.create_train_state(config, 'cas', mesh)
+
+
+def bench_jax(args):
+  config, mesh, state = _setup(args)
   step_fn = steps.make_train_step(config, 'cas', mesh, state)
   key = jax.random.key(0)
   shape = (args.batch, args.size, args.size)
@@ -66,12 +71,7 @@ def bench_jax(args):
 def bench_fas(args):
   """FAS step with the FAS input made inside the step vs on the host."""
   from tasad_jax import refine  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
-  config.model.width = args.width
-  config.model.dtype = args.dtype
-  config.data.image_size = args.size
-  mesh = sharding.make_mesh()
-  cas = steps.create_train_state(config, 'cas', mesh)
+  config, mesh, cas = _setup(args)
   cas_variables = {'params': cas.params, 'batch_stats': cas.batch_stats}
   shape = (args.batch, args.size, args.size)
   rng = np.random.default_rng(0)
