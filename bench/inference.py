@@ -48,8 +48,7 @@ def main():
     config.data.image_size, config.model.width = size, width
     cas = steps.create_train_state(config, 'cas', mesh)
     fas = steps.create_train_state(config, 'fas', mesh)
-    variables = [{'params': s.params, 'batch_stats': s.batch_stats}
-                 for s in (cas, fas)]
+    variables = [cas.variables, fas.variables]
     params = steps.refine_params(config, training=False)
     images = np.random.default_rng(0).random(
         (args.batch, size, size, 3)).astype(np.float32)

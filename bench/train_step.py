@@ -72,7 +72,7 @@ def bench_fas(args):
   """FAS step with the FAS input made inside the step vs on the host."""
   from tasad_jax import refine  # pylint: disable=g-import-not-at-top
   config, mesh, cas = _setup(args)
-  cas_variables = {'params': cas.params, 'batch_stats': cas.batch_stats}
+  cas_variables = cas.variables
   shape = (args.batch, args.size, args.size)
   rng = np.random.default_rng(0)
   images = rng.random(shape + (3,)).astype(np.float32)

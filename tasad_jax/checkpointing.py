@@ -17,6 +17,48 @@ import orbax.checkpoint as ocp
 from tasad_jax.errors import UserInputError
 
 
+def checkpoint_dir(workdir: str, stage: str) -> str:
+  return os.path.join(workdir, 'checkpoints', stage)
+
+
+def has_checkpoint(workdir: str, stage: str) -> bool:
+  """Whether a stage has a complete checkpoint in `workdir`."""
+  path = checkpoint_dir(workdir, stage)
+  if not os.path.isdir(path):
+    return False
+  ckpt = Checkpointer(path)
+  try:
+    return ckpt.latest_step() is not None
+  finally:
+    ckpt.close()
+
+
+def restore_stage(config, workdir: str, stage: str, mesh):
+  """Restores the latest train state of a stage, replicated over `mesh`."""
+  from tasad_jax import steps  # pylint: disable=g-import-not-at-top
+  ckpt = Checkpointer(checkpoint_dir(workdir, stage))
+  try:
+    return ckpt.restore(steps.create_train_state(config, stage, mesh))
+  finally:
+    ckpt.close()
+
+
+def restore_variables(config, workdir: str, mesh) -> tuple[dict, dict | None]:
+  """Model variables of CAS and of FAS (None without a FAS checkpoint).
+
+  Raises:
+    UserInputError: no CAS checkpoint.
+  """
+  if not has_checkpoint(workdir, 'cas'):
+    raise UserInputError(f'{checkpoint_dir(workdir, "cas")}: no CAS '
+                         'checkpoint; train first (python train.py ...)')
+  cas = restore_stage(config, workdir, 'cas', mesh).variables
+  fas = None
+  if has_checkpoint(workdir, 'fas'):
+    fas = restore_stage(config, workdir, 'fas', mesh).variables
+  return cas, fas
+
+
 class Checkpointer:
   """Saves and restores a pytree (the train state) by step."""
 

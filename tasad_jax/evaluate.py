@@ -20,27 +20,11 @@ from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import (checkpointing, inference, metrics, sharding, steps,
-                       thresholds, visualize)
-from tasad_jax import train as train_lib
+from tasad_jax import (checkpointing, inference, metrics, sharding, thresholds,
+                       visualize)
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
-
-
-def _has_checkpoint(workdir: str, stage: str) -> bool:
-  path = train_lib.checkpoint_dir(workdir, stage)
-  if not os.path.isdir(path):
-    return False
-  ckpt = checkpointing.Checkpointer(path)
-  try:
-    return ckpt.latest_step() is not None
-  finally:
-    ckpt.close()
-
-
-def _variables(state) -> dict:
-  return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
 def _check_split(split: dict, base: str) -> None:
@@ -77,26 +61,12 @@ def check_trained_config(config, workdir: str) -> None:
 
 def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
   """Maps and scores of the whole test split, for 'cas' and (if trained) 'tasad'."""
-  if not _has_checkpoint(workdir, 'cas'):
-    raise UserInputError(f'{train_lib.checkpoint_dir(workdir, "cas")}: no CAS '
-                         'checkpoint; train first (python train.py ...)')
+  if not checkpointing.has_checkpoint(workdir, 'cas'):
+    raise UserInputError(f'{checkpointing.checkpoint_dir(workdir, "cas")}: no '
+                         'CAS checkpoint; train first (python train.py ...)')
   check_trained_config(config, workdir)
-  mesh = sharding.make_mesh()
-  cas = train_lib.restore_stage(config, workdir, 'cas', mesh)
-  fas = None
-  if _has_checkpoint(workdir, 'fas'):
-    fas = _variables(train_lib.restore_stage(config, workdir, 'fas', mesh))
-  runner = inference.TwoStage(steps.create_model(config), _variables(cas), fas,
-                              steps.refine_params(config, training=False), mesh,
-                              on_device=config.refine.on_device)
-  size = config.eval.batch_size
-  outputs: dict[str, list] = {}
-  for start in range(0, len(split['label']), size):
-    images = split['image'][start:start + size].astype(np.float32) / 255.0
-    for key, value in runner(images).items():
-      if key != 'fas_input':
-        outputs.setdefault(key, []).append(value)
-  return {k: np.concatenate(v) for k, v in outputs.items()}
+  runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
+  return runner.run(split['image'], config.eval.batch_size)
 
 
 def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:

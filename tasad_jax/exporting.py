@@ -12,7 +12,6 @@ FAS checkpoint exists). The trained parameters are baked in as constants.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
-from tasad_jax import inference, steps
+from tasad_jax import inference
 
 
 def program(model) -> callable:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasad_jax import refine, sharding, steps
+from tasad_jax import checkpointing, refine, sharding, steps
 
 SCORE_WINDOW = 21
 
@@ -44,6 +44,7 @@ class TwoStage:
   def __init__(self, model, cas_variables: Any, fas_variables: Any | None,
                refine_params: refine.RefineParams, mesh, on_device: bool = True):
     self.mesh = mesh
+    self.method = 'tasad' if fas_variables is not None else 'cas'
     self.on_device = on_device and fas_variables is not None
     self.cas = cas_variables
     self.fas = fas_variables
@@ -59,6 +60,27 @@ class TwoStage:
     self._program = jax.jit(
         functools.partial(two_stage, model.apply, params=refine_params),
         in_shardings=(rep, rep, batch), out_shardings=batch)
+
+  @classmethod
+  def from_workdir(cls, config, workdir: str, mesh) -> 'TwoStage':
+    """The trained stages of a workdir, with the test-time FAS thresholds."""
+    cas, fas = checkpointing.restore_variables(config, workdir, mesh)
+    return cls(steps.create_model(config), cas, fas,
+               steps.refine_params(config, training=False), mesh,
+               on_device=config.refine.on_device)
+
+  def run(self, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Maps and scores of any number of images (uint8, or float in [0, 1]),
+    `batch_size` at a time; the FAS inputs are not kept."""
+    outputs: dict[str, list] = {}
+    for start in range(0, len(images), batch_size):
+      chunk = images[start:start + batch_size]
+      if chunk.dtype == np.uint8:
+        chunk = chunk.astype(np.float32) / 255.0
+      for key, value in self(chunk).items():
+        if key != 'fas_input':
+          outputs.setdefault(key, []).append(value)
+    return {k: np.concatenate(v) for k, v in outputs.items()}
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
     """Maps and scores of images [N, H, W, 3] in [0, 1] (this process's rows).

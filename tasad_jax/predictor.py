@@ -49,23 +49,15 @@ class Predictor:
   """A trained TASAD model with its thresholds, ready for new images."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    from tasad_jax import train  # pylint: disable=g-import-not-at-top
     self.config = config
     self.workdir = workdir
-    self.mesh = sharding.make_mesh()
-    cas = train.restore_stage(config, workdir, 'cas', self.mesh)
-    self.cas = {'params': cas.params, 'batch_stats': cas.batch_stats}
-    self.fas = None
-    if os.path.isdir(train.checkpoint_dir(workdir, 'fas')):
-      fas = train.restore_stage(config, workdir, 'fas', self.mesh)
-      self.fas = {'params': fas.params, 'batch_stats': fas.batch_stats}
-    self.method = 'tasad' if self.fas is not None else 'cas'
-    self.thresholds = thresholds.load(workdir) or {}
+    self._runner = inference.TwoStage.from_workdir(config, workdir,
+                                                   sharding.make_mesh())
+    self.cas, self.fas = self._runner.cas, self._runner.fas
+    self.method = self._runner.method
+    self.refine_params = self._runner.refine_params
     self.model = steps.create_model(config)
-    self.refine_params = steps.refine_params(config, training=False)
-    self._runner = inference.TwoStage(self.model, self.cas, self.fas,
-                                      self.refine_params, self.mesh,
-                                      on_device=config.refine.on_device)
+    self.thresholds = thresholds.load(workdir) or {}
 
   @property
   def image_size(self) -> int:
@@ -94,13 +86,10 @@ class Predictor:
        are None when the workdir has no thresholds.json.
     """
     x, sizes = self.preprocess(images)
-    maps, scores = [], []
-    for start in range(0, len(x), self.config.eval.batch_size):
-      out = self._runner(x[start:start + self.config.eval.batch_size])
-      maps.extend(out[f'{self.method}_map'])
-      scores.extend(out[f'{self.method}_score'])
-    maps = [_resize_map(m, h, w) for m, (h, w) in zip(maps, sizes)]
-    scores = np.asarray(scores, np.float32)
+    out = self._runner.run(x, self.config.eval.batch_size)
+    maps = [_resize_map(m, h, w)
+            for m, (h, w) in zip(out[f'{self.method}_map'], sizes)]
+    scores = out[f'{self.method}_score'].astype(np.float32)
     image_t, pixel_t = self.thresholds.get('image'), self.thresholds.get('pixel')
     same = len(set(sizes)) == 1
     pack = (lambda v: np.stack(v)) if same else (lambda v: v)

@@ -25,6 +25,11 @@ class TrainState(train_state.TrainState):
   """Flax train state plus BatchNorm statistics."""
   batch_stats: Any
 
+  @property
+  def variables(self) -> dict:
+    """The model's variables, as `model.apply` takes them."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
 
 @flax.struct.dataclass
 class CasMetrics(metrics.Collection):

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from tasad_jax import checkpointing, preemption, refine, sharding, thresholds
+from tasad_jax.checkpointing import checkpoint_dir, restore_stage
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 from tasad_jax.steps import (STAGES, TrainState, create_model,
                              create_train_state, input_key, make_predict,
@@ -55,19 +56,6 @@ def check_config(config, workdir: str) -> None:
                          f'{config.model.dtype!r}') from None
   if config.model.width < 1:
     raise UserInputError('config.model.width: must be >= 1')
-
-
-def checkpoint_dir(workdir: str, stage: str) -> str:
-  return os.path.join(workdir, 'checkpoints', stage)
-
-
-def restore_stage(config, workdir: str, stage: str, mesh) -> TrainState:
-  """Restores the latest checkpoint of a stage (for FAS training and eval)."""
-  ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, stage))
-  try:
-    return ckpt.restore(create_train_state(config, stage, mesh))
-  finally:
-    ckpt.close()
 
 
 def _write_config(config, workdir: str) -> None:
@@ -108,25 +96,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
 def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
   """Scores normal images with the trained stages; writes thresholds.json."""
   from tasad_jax import inference  # pylint: disable=g-import-not-at-top
-  cas = restore_stage(config, workdir, 'cas', mesh)
-  fas = None
-  if os.path.isdir(checkpoint_dir(workdir, 'fas')):
-    fas = restore_stage(config, workdir, 'fas', mesh)
-    fas = {'params': fas.params, 'batch_stats': fas.batch_stats}
-  runner = inference.TwoStage(
-      create_model(config), {'params': cas.params, 'batch_stats': cas.batch_stats},
-      fas, refine_params(config, training=False), mesh,
-      on_device=config.refine.on_device)
-  method = 'tasad' if fas is not None else 'cas'
-  scores, maps = [], []
-  for start in range(0, len(images), config.eval.batch_size):
-    out = runner(images[start:start + config.eval.batch_size].astype(np.float32)
-                 / 255.0)
-    scores.append(out[f'{method}_score'])
-    maps.append(out[f'{method}_map'])
-  values = thresholds.from_normal(np.concatenate(scores), np.concatenate(maps),
+  runner = inference.TwoStage.from_workdir(config, workdir, mesh)
+  out = runner.run(images, config.eval.batch_size)
+  values = thresholds.from_normal(out[f'{runner.method}_score'],
+                                  out[f'{runner.method}_map'],
                                   config.threshold.target_false_alarm_rate)
-  values['method'] = method
+  values['method'] = runner.method
   if jax.process_index() == 0:
     thresholds.save(workdir, values)
   logging.info('Thresholds from %d normal images: %s', len(images), values)
@@ -195,8 +170,7 @@ def train_stage(config, workdir: str, stage: str, data, mesh,
   predict = make_predict(create_model(config), mesh)
   cas_variables = None
   if stage == 'fas':
-    cas = restore_stage(config, workdir, 'cas', mesh)
-    cas_variables = {'params': cas.params, 'batch_stats': cas.batch_stats}
+    cas_variables = restore_stage(config, workdir, 'cas', mesh).variables
   step_fn = make_train_step(config, stage, mesh, state)
   key = input_key(stage)
   fine_input_fn = jax.jit(functools.partial(
@@ -266,7 +240,7 @@ def _write_images(writer, stage, step, state, predict, inputs, batch, mesh):
   n = min(4, len(batch['mask']))
   key = input_key(stage)
   prediction = sharding.to_local(predict(
-      {'params': state.params, 'batch_stats': state.batch_stats},
+      state.variables,
       sharding.to_global({'x': inputs[key]}, mesh)['x']))
   writer.write_images(step, {
       f'{stage}/input': np.asarray(inputs[key][:n]),

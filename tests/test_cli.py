@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-from PIL import Image
-import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

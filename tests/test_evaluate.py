@@ -11,7 +11,6 @@ import pytest
 
 from conftest import write_tree
 from tasad_jax import evaluate, inference, metrics, train
-from tasad_jax.errors import UserInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

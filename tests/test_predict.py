@@ -11,7 +11,6 @@ from PIL import Image
 import pytest
 from sklearn import metrics as skm
 
-from conftest import write_tree
 import tasad_jax
 from tasad_jax import exporting, thresholds, train
 
