@@ -34,7 +34,7 @@ def main():
   config.data.image_size = args.size
   train_images = input_pipeline.load_split(config, 'train')['image']
   cas = input_pipeline.load_train_data(config, 'cas', train_images)
-  fas = input_pipeline.load_train_data(config, 'fas', train_images, cas.pool)
+  fas = input_pipeline.load_train_data(config, 'fas', train_images, cas.sources)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
   for stage, data in (('cas', cas), ('fas', fas)):
     it = input_pipeline.train_dataset(

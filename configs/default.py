@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.tfds_data_dir = ''  # TFDS data_dir of tfds: sources ('' = default).
   config.anomaly.builtin_variants = 32  # Variants per bundled texture for 'builtin'.
   config.anomaly.max_sources = 0  # Use at most this many sources (0 = all).
+  config.anomaly.grey_sources = False  # Sources to grey (ours; for grey categories).
+  config.anomaly.cas_add_train_images = False  # Coarse stage also pastes the category's images (ours).
   config.anomaly.methods = ('saim', 'perlin')  # Drawn uniformly per anomalous sample.
   config.anomaly.normal_probability = 0.5  # Share of samples left normal.
   config.anomaly.num_augmentations = 3  # Colour ops applied to a source, of 4.
@@ -44,8 +46,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.fas_source_fraction = 0.1  # Share of the sources the fine stage draws from.
   config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
 
+  config.coarse = ml_collections.ConfigDict()
+  config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas' or 'destseg' (tasad_jax/methods).
+  config.coarse.destseg = ml_collections.ConfigDict()  # DeSTSeg (Zhang et al., 2023).
+  config.coarse.destseg.teacher = 'random'  # 'random' or a torchvision resnet18 state dict (.pth/.npz; paper: ImageNet).
+  config.coarse.destseg.student_fraction = 0.2  # Share of cas_steps for phase 1 (paper: 1000 of 5000).
+  config.coarse.destseg.lr_student = 0.4  # SGD lr of the denoising student.
+  config.coarse.destseg.lr_segnet_blocks = 0.1  # SGD lr of the segmentation net's residual blocks.
+  config.coarse.destseg.lr_segnet_head = 0.01  # SGD lr of its ASPP head.
+  config.coarse.destseg.momentum = 0.9  # SGD momentum.
+  config.coarse.destseg.weight_decay = 1e-4  # SGD weight decay.
+  config.coarse.destseg.focal_gamma = 4.0  # Focal loss exponent.
+  config.coarse.destseg.seg_channels = 256  # Width of the segmentation net.
+  config.coarse.destseg.aspp_rates = (6, 12, 18)  # ASPP dilation rates.
+  config.coarse.destseg.top_k = 100  # Image score: mean of the top-T map values.
+
   config.model = ml_collections.ConfigDict()
-  config.model.width = 128  # Base width w: 11,959,681 parameters per network.
+  config.model.width = 128  # TASAD segmenter width w (CAS, FAS): 11,959,681 parameters.
   config.model.dtype = 'float32'  # Compute dtype ('bfloat16' on accelerators); params f32.
 
   config.refine = ml_collections.ConfigDict()

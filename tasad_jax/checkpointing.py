@@ -38,13 +38,13 @@ def restore_stage(config, workdir: str, stage: str, mesh):
   from tasad_jax import steps  # pylint: disable=g-import-not-at-top
   ckpt = Checkpointer(checkpoint_dir(workdir, stage))
   try:
-    return ckpt.restore(steps.create_train_state(config, stage, mesh))
+    return ckpt.restore(steps.create_stage_state(config, stage, mesh))
   finally:
     ckpt.close()
 
 
 def restore_variables(config, workdir: str, mesh) -> tuple[dict, dict | None]:
-  """Model variables of CAS and of FAS (None without a FAS checkpoint).
+  """Variables of the coarse stage and of FAS (None without a FAS checkpoint).
 
   Raises:
     UserInputError: no CAS checkpoint.
@@ -117,6 +117,6 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     names = [str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
              for k in path]
-    if names and names[0] in ('params', 'batch_stats') and hasattr(leaf, 'shape'):
+    if names and names[0] in ('params', 'batch_stats', 'frozen_params') and hasattr(leaf, 'shape'):
       out['/'.join(names)] = tuple(leaf.shape)
   return out

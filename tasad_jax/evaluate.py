@@ -1,8 +1,10 @@
 """Evaluation of trained stages on a category's test split.
 
-Restores the latest CAS and FAS checkpoints of a training workdir, runs the
+Restores the latest coarse and FAS checkpoints of a training workdir, runs the
 test split through the two-stage inference (batched, jitted, sharded), and
-reports the metrics of the coarse stage alone ('cas') and of CAS+FAS ('tasad'):
+reports the metrics of the coarse stage alone ('cas') and of coarse+FAS
+('tasad'); the table names them after the coarse method ('cas' and 'tasad', or
+e.g. 'destseg' and 'destseg+fas'):
 an aligned table on stdout, `<workdir>/eval/metrics.json`, heat-map PNGs under
 `<workdir>/eval/heatmaps/` and the same figures as TensorBoard images. Without a
 FAS checkpoint only the coarse stage is evaluated, and the table says so.
@@ -20,11 +22,18 @@ from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import (checkpointing, inference, metrics, sharding, thresholds,
-                       visualize)
+from tasad_jax import (checkpointing, inference, methods, metrics, sharding,
+                       thresholds, visualize)
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
+
+
+def method_label(method: str, coarse: str) -> str:
+  """'cas'/'tasad' for TASAD; '<coarse>'/'<coarse>+fas' for other coarse stages."""
+  if coarse == 'tasad_cas':
+    return method
+  return coarse if method == 'cas' else f'{coarse}+fas'
 
 
 def _check_split(split: dict, base: str) -> None:
@@ -48,14 +57,17 @@ def check_trained_config(config, workdir: str) -> None:
     with open(path) as f:
       trained = json.load(f)
     fields = {'model.width': trained['model']['width'],
-              'data.image_size': trained['data']['image_size']}
+              'data.image_size': trained['data']['image_size'],
+              'coarse.name': methods.name_of(trained)}
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise UserInputError(f'{path}: unreadable training config ({e})') from None
   for field, value in fields.items():
     section, name = field.split('.')
-    if config[section][name] != value:
+    current = (methods.name_of(config) if field == 'coarse.name'
+               else config[section][name])
+    if current != value:
       raise UserInputError(
-          f'config.{field}: {config[section][name]!r}, but {workdir} was trained '
+          f'config.{field}: {current!r}, but {workdir} was trained '
           f'with {value!r} ({path})')
 
 
@@ -102,7 +114,8 @@ def format_table(report: dict) -> str:
   for entry in report['categories'] if 'categories' in report else [report]:
     for method in METHODS:
       if method in entry:
-        rows.append((entry['category'], method) + tuple(
+        label = method_label(method, entry.get('coarse', 'tasad_cas'))
+        rows.append((entry['category'], label) + tuple(
             f'{entry[method][k]:.4f}' for k in metrics.METRIC_KEYS))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w)
@@ -125,8 +138,10 @@ def _visual_indices(split: dict, count: int) -> list[int]:
   return chosen
 
 
-def _write_heatmaps(split, outputs, folder, count, writer) -> list[str]:
+def _write_heatmaps(split, outputs, folder, count, writer,
+                    coarse: str) -> list[str]:
   names = [m for m in METHODS if f'{m}_map' in outputs]
+  labels = {m: method_label(m, coarse) for m in names}
   ranges = {}
   for m in names:
     lo, hi = np.percentile(outputs[f'{m}_map'], [1, 99.9])
@@ -140,7 +155,7 @@ def _write_heatmaps(split, outputs, folder, count, writer) -> list[str]:
                            {m: outputs[f'{m}_map'][i] for m in names}, ranges,
                            f'{split["defect_type"][i]}/{stem}  ' + '  '.join(
                                f'{m} score {outputs[f"{m}_score"][i]:.3f}'
-                               for m in names))
+                               for m in names), labels)
     from PIL import Image  # pylint: disable=g-import-not-at-top
     Image.fromarray(fig).save(os.path.join(folder, name + '.png'))
     written.append(name + '.png')
@@ -162,6 +177,7 @@ def evaluate_category(config, workdir: str) -> dict:
   _check_split(split, base)
   outputs = run_inference(config, workdir, split)
   report = {'category': config.data.category,
+            'coarse': methods.name_of(config),
             'image_size': config.data.image_size,
             'num_images': int(len(split['label']))}
   report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit))
@@ -169,7 +185,7 @@ def evaluate_category(config, workdir: str) -> dict:
   if trained is not None:
     report['trained_thresholds'] = trained
   if 'tasad' not in report:
-    report['note'] = 'no FAS checkpoint: coarse stage (CAS) only'
+    report['note'] = 'no FAS checkpoint: coarse stage only'
   if jax.process_index() == 0:
     _publish(config, workdir, split, outputs, report)
   return report
@@ -184,7 +200,8 @@ def _publish(config, workdir, split, outputs, report) -> None:
     writer = metric_writers.create_default_writer(os.path.join(tmp, 'logs'))
     report['heatmaps'] = _write_heatmaps(split, outputs,
                                          os.path.join(tmp, 'heatmaps'),
-                                         config.eval.num_visualizations, writer)
+                                         config.eval.num_visualizations, writer,
+                                         report['coarse'])
     writer.close()
     with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
       json.dump(report, f, indent=2, sort_keys=True)
@@ -202,7 +219,8 @@ def _publish(config, workdir, split, outputs, report) -> None:
 
 def mean_report(reports: list[dict]) -> dict:
   """The mean of each metric over categories, per method."""
-  mean = {'category': 'mean', 'num_images': sum(r['num_images'] for r in reports)}
+  mean = {'category': 'mean', 'coarse': reports[0].get('coarse', 'tasad_cas'),
+          'num_images': sum(r['num_images'] for r in reports)}
   for method in METHODS:
     rows = [r[method] for r in reports if method in r]
     if len(rows) == len(reports):

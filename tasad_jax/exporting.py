@@ -6,8 +6,9 @@
   `serving_default`: float32 images [batch, S, S, 3] in [0, 1]).
 
 Both take images at the training size and return the anomaly maps
-[batch, S, S] and the image scores [batch] of CAS+FAS (or CAS alone when no
-FAS checkpoint exists). The trained parameters are baked in as constants.
+[batch, S, S] and the image scores [batch] of coarse+FAS (or the coarse stage
+alone when no FAS checkpoint exists). The trained parameters are baked in as
+constants.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from tasad_jax import inference
 
 def program(model) -> callable:
   """images [B, S, S, 3] -> (maps [B, S, S], scores [B]) with fixed weights."""
-  apply = model.model.apply
+  coarse = model.coarse
   if model.fas is None:
     def run(images):
-      maps = apply(model.cas, images, train=False)
-      return maps[..., 0], inference.image_scores(maps)
+      maps = coarse.anomaly_map(model.cas, images)
+      return maps[..., 0], coarse.image_score(maps)
   else:
     def run(images):
-      out = inference.two_stage(apply, model.cas, model.fas, images,
-                                model.refine_params)
+      out = inference.two_stage(coarse, model.model.apply, model.cas, model.fas,
+                                images, model.refine_params)
       return out['tasad_map'][..., 0], out['tasad_score']
   return run
 

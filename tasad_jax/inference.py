@@ -1,10 +1,12 @@
-"""Two-stage inference: CAS map, FAS input, FAS map, anomaly map, image score.
+"""Two-stage inference: coarse map, FAS input, FAS map, anomaly map, score.
 
-The anomaly map is CAS output + FAS output (raw); the image score is the
-maximum of the map after a 21x21 mean filter (stride 1, zero padding, always
-divided by 441). With `on_device`, CAS -> FAS input (histogram filter, median,
+The coarse stage is the method of `config.coarse.name` (TASAD's CAS by
+default). The anomaly map is coarse output + FAS output (raw); image scores
+use the coarse method's score (TASAD: the maximum of the map after a 21x21
+mean filter). With `on_device`, coarse -> FAS input (histogram filter, median,
 JAX SLIC, crop) -> FAS -> maps -> scores is one jitted, batch-sharded program;
 otherwise the FAS input is made on the host by the reference `tasad_jax.refine`.
+The output keys are 'cas_*' for the coarse stage and 'tasad_*' for coarse+FAS.
 """
 
 from __future__ import annotations
@@ -16,32 +18,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasad_jax import checkpointing, refine, sharding, steps
+from tasad_jax import checkpointing, methods, refine, scoring, sharding, steps
 
-SCORE_WINDOW = 21
-
-
-def image_scores(maps: jax.Array, window: int = SCORE_WINDOW) -> jax.Array:
-  """Max of the `window`x`window` mean-filtered maps [N, H, W, 1] -> [N]."""
-  summed = jax.lax.reduce_window(maps, 0.0, jax.lax.add, (1, window, window, 1),
-                                 (1, 1, 1, 1), 'SAME')
-  return jnp.max(summed / (window * window), axis=(1, 2, 3))
+image_scores = scoring.max_of_mean_filter  # TASAD's image score.
 
 
-def two_stage(apply_fn, cas_variables, fas_variables, images,
-              params: refine.RefineParams) -> dict[str, jax.Array]:
+def two_stage(coarse: methods.base.CoarseMethod, fas_apply, cas_variables,
+              fas_variables, images, params: refine.RefineParams
+              ) -> dict[str, jax.Array]:
   """The whole two-stage program on device, for images [N, H, W, 3]."""
-  coarse, fas_input = steps.fine_input(apply_fn, cas_variables, images, params)
-  tasad = coarse + apply_fn(fas_variables, fas_input, train=False)
-  return {'cas_map': coarse, 'cas_score': image_scores(coarse),
-          'tasad_map': tasad, 'tasad_score': image_scores(tasad),
+  coarse_map, fas_input = steps.fine_input(coarse.anomaly_map, cas_variables,
+                                           images, params)
+  tasad = coarse_map + fas_apply(fas_variables, fas_input, train=False)
+  return {'cas_map': coarse_map, 'cas_score': coarse.image_score(coarse_map),
+          'tasad_map': tasad, 'tasad_score': coarse.image_score(tasad),
           'fas_input': fas_input}
 
 
 class TwoStage:
-  """Runs CAS (and FAS when given) on batches of images."""
+  """Runs the coarse stage (and FAS when given) on batches of images."""
 
-  def __init__(self, model, cas_variables: Any, fas_variables: Any | None,
+  def __init__(self, coarse: methods.base.CoarseMethod, fas_model,
+               cas_variables: Any, fas_variables: Any | None,
                refine_params: refine.RefineParams, mesh, on_device: bool = True):
     self.mesh = mesh
     self.method = 'tasad' if fas_variables is not None else 'cas'
@@ -49,23 +47,25 @@ class TwoStage:
     self.cas = cas_variables
     self.fas = fas_variables
     self.refine_params = refine_params
+    self.coarse = coarse
+    self.fas_model = fas_model
     batch = sharding.batch_sharded(mesh)
-    self._predict = jax.jit(
-        lambda v, x: model.apply(v, x, train=False),
-        in_shardings=(sharding.replicated(mesh), batch), out_shardings=batch)
-    self._scores = jax.jit(image_scores, in_shardings=batch,
+    self._coarse = steps.make_predict(coarse.anomaly_map, mesh)
+    self._fine = steps.make_predict(fas_model, mesh)
+    self._scores = jax.jit(coarse.image_score, in_shardings=batch,
                            out_shardings=batch)
     self._add = jax.jit(jnp.add, in_shardings=(batch, batch), out_shardings=batch)
     rep = sharding.replicated(mesh)
     self._program = jax.jit(
-        functools.partial(two_stage, model.apply, params=refine_params),
+        functools.partial(two_stage, coarse, fas_model.apply,
+                          params=refine_params),
         in_shardings=(rep, rep, batch), out_shardings=batch)
 
   @classmethod
   def from_workdir(cls, config, workdir: str, mesh) -> 'TwoStage':
     """The trained stages of a workdir, with the test-time FAS thresholds."""
     cas, fas = checkpointing.restore_variables(config, workdir, mesh)
-    return cls(steps.create_model(config), cas, fas,
+    return cls(methods.get(config), steps.create_model(config), cas, fas,
                steps.refine_params(config, training=False), mesh,
                on_device=config.refine.on_device)
 
@@ -102,12 +102,12 @@ class TwoStage:
                for k, v in self._program(self.cas, self.fas, x).items()}
         return {k: (v[:n, ..., 0] if k.endswith('_map') else v[:n])
                 for k, v in out.items()}
-      cas_map = self._predict(self.cas, x)
+      cas_map = self._coarse(self.cas, x)
       out = {'cas_map': sharding.to_local(cas_map),
              'cas_score': sharding.to_local(self._scores(cas_map))}
       if self.fas is not None:
         fas_input = refine.fas_inputs(out['cas_map'], images, self.refine_params)
-        fas_map = self._predict(self.fas, sharding.to_global(
+        fas_map = self._fine(self.fas, sharding.to_global(
             {'x': fas_input}, self.mesh)['x'])
         tasad_map = self._add(cas_map, fas_map)
         out.update(tasad_map=sharding.to_local(tasad_map),

@@ -90,6 +90,7 @@ class TrainData:
   """What a stage's train stream draws from: normal images and sources."""
   images: np.ndarray  # uint8 [N, S, S, 3]
   pool: sources.SourcePool
+  sources: sources.SourcePool  # The configured sources alone (shared by stages).
 
 
 def load_sources(config) -> sources.SourcePool:
@@ -98,6 +99,8 @@ def load_sources(config) -> sources.SourcePool:
   images = sources.load_source_images(
       a.source, config.data.image_size, seed=config.seed,
       builtin_variants=a.builtin_variants, tfds_data_dir=a.tfds_data_dir or None)
+  if a.grey_sources:
+    images = sources.to_grey(images)
   if a.max_sources and len(images) > a.max_sources:
     rng = np.random.default_rng([config.seed, 11])
     images = images[np.sort(rng.choice(len(images), a.max_sources, replace=False))]
@@ -110,15 +113,21 @@ def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
   """Loads the normal images and the source pool of `stage` ('cas' or 'fas').
 
   The fine stage draws from `fas_source_fraction` of the sources plus, when
-  `fas_add_train_images`, the category's own train images (method doc).
+  `fas_add_train_images`, the category's own train images (method doc); the
+  coarse stage from all sources plus, when `cas_add_train_images`, the train
+  images. `cas_pool` is the configured sources (`TrainData.sources`).
   """
   if stage not in STAGES:
     raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
   if train_images is None:
     train_images = load_split(config, 'train')['image']
-  pool = cas_pool if cas_pool is not None else load_sources(config)
+  source_pool = cas_pool if cas_pool is not None else load_sources(config)
+  pool = source_pool
+  a = config.anomaly
+  if stage == 'cas' and a.cas_add_train_images:
+    pool = sources.SourcePool.concatenate([pool, sources.segment_pool(
+        train_images, pool.n_segments, a.slic_compactness, a.slic_sigma)])
   if stage == 'fas':
-    a = config.anomaly
     parts = []
     if a.fas_source_fraction > 0:
       count = max(1, int(round(a.fas_source_fraction * len(pool))))
@@ -131,7 +140,7 @@ def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
       raise UserInputError('config.anomaly: the fine stage has no sources; set '
                            'fas_source_fraction > 0 or fas_add_train_images')
     pool = sources.SourcePool.concatenate(parts)
-  return TrainData(train_images, pool)
+  return TrainData(train_images, pool, source_pool)
 
 
 def _process_split(batch_size: int, process_index: int | None,
@@ -253,7 +262,7 @@ def inspect_data(config, workdir: str | None, num_batches: int = 20) -> None:
     print(f'  test/{defect}: {n}')
   train_images = load_split(config, 'train')['image']
   cas = load_train_data(config, 'cas', train_images)
-  fas = load_train_data(config, 'fas', train_images, cas.pool)
+  fas = load_train_data(config, 'fas', train_images, cas.sources)
   batch_size = config.train.batch_size
   for stage, data in (('cas', cas), ('fas', fas)):
     print(f'Stage {stage}: {len(data.images)} normal images, '

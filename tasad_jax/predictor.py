@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from tasad_jax import inference, sharding, steps, thresholds
+from tasad_jax import inference, sharding, thresholds
 from tasad_jax.datasets import imageio
 from tasad_jax.errors import UserInputError
 
@@ -56,7 +56,8 @@ class Predictor:
     self.cas, self.fas = self._runner.cas, self._runner.fas
     self.method = self._runner.method
     self.refine_params = self._runner.refine_params
-    self.model = steps.create_model(config)
+    self.coarse = self._runner.coarse
+    self.model = self._runner.fas_model
     self.thresholds = thresholds.load(workdir) or {}
 
   @property

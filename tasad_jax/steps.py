@@ -88,21 +88,43 @@ def create_train_state(config, stage: str, mesh) -> TrainState:
   return jax.device_put(state, sharding.replicated(mesh))
 
 
-def fine_input(apply_fn: Callable, cas_variables: Any, images: jax.Array,
+def fine_input(coarse_fn: Callable, cas_variables: Any, images: jax.Array,
                params: refine.RefineParams) -> tuple[jax.Array, jax.Array]:
-  """Frozen CAS on `images`, then the FAS input on device: (coarse, fas_input)."""
-  coarse = jax.lax.stop_gradient(apply_fn(cas_variables, images, train=False))
+  """Frozen coarse stage on `images`, then the FAS input on device.
+
+  Args:
+    coarse_fn: (variables, images) -> maps, the coarse method's `anomaly_map`.
+
+  Returns:
+    (coarse maps, fas_input).
+  """
+  coarse = jax.lax.stop_gradient(coarse_fn(cas_variables, images))
   return coarse, refine.fas_inputs_device(coarse, images, params)[0]
+
+
+def all_finite(loss: jax.Array, grads: Any) -> jax.Array:
+  """Whether the loss and every gradient entry are finite."""
+  return jnp.isfinite(loss) & jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+
+
+def keep_if_finite(state: Any, updated: Any, finite: jax.Array) -> Any:
+  """`updated` if `finite`, else `state`; the step counter moves either way."""
+  new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old),
+                                     updated, state)
+  return new_state.replace(step=state.step + 1)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                cas_variables: Any = None, *, stage: str,
                schedule: optax.Schedule,
-               refine_params: refine.RefineParams | None = None):
+               refine_params: refine.RefineParams | None = None,
+               coarse_fn: Callable | None = None):
   """One optimiser step of `stage` on a global batch.
 
   For FAS with `refine_params`, the FAS input is made inside the step from
-  `batch['augmented']` by the frozen CAS (`cas_variables`); otherwise the batch
+  `batch['augmented']` by the frozen coarse stage (`coarse_fn` with
+  `cas_variables`); otherwise the batch
   carries the network's input (`augmented` or a host-made `fas_input`).
 
   A step whose loss or gradients are not finite leaves the parameters,
@@ -114,7 +136,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   """
   loss_fn, key, collection = _STAGE[stage]
   if refine_params is not None:
-    batch = dict(batch, fas_input=fine_input(state.apply_fn, cas_variables,
+    batch = dict(batch, fas_input=fine_input(coarse_fn, cas_variables,
                                              batch['augmented'], refine_params)[1])
 
   def compute_loss(params):
@@ -126,12 +148,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
 
   (loss, (batch_stats, parts)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
-  finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
-  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  new_state = jax.tree_util.tree_map(
-      lambda new, old: jnp.where(finite, new, old), updated,
-      state.replace(step=state.step + 1))
+  finite = all_finite(loss, grads)
+  new_state = keep_if_finite(
+      state, state.apply_gradients(grads=grads, batch_stats=batch_stats), finite)
   step_metrics = collection.single_from_model_output(
       loss=loss[None], learning_rate=schedule(state.step)[None],
       mask=finite[None], **{k: v[None] for k, v in parts.items()})
@@ -147,40 +166,60 @@ def refine_params(config, training: bool) -> refine.RefineParams:
       n_segments=r.n_segments, compactness=r.compactness, sigma=r.sigma)
 
 
-def make_train_step(config, stage: str, mesh, state: TrainState) -> Callable:
+def make_train_step(config, stage: str, mesh, state: Any) -> Callable:
   """The jitted, sharded, state-donating train step of a stage.
 
-  Its arguments are (state, batch) or, for FAS with `config.refine.on_device`,
-  (state, batch, cas_variables).
+  The 'cas' stage runs the coarse method's steps (`config.coarse.name`), one
+  jitted program per training phase: its arguments are (state, batch,
+  step=<steps already done>), the step choosing the phase on the host. FAS
+  takes (state, batch) or, with `config.refine.on_device`, (state, batch,
+  cas_variables).
   """
-  schedule = learning_rate_schedule(config, num_steps(config, stage))
+  from tasad_jax import methods  # pylint: disable=g-import-not-at-top
   state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
-  if stage == 'fas' and config.refine.on_device:
+  outs = (state_sharding, sharding.replicated(mesh), sharding.replicated(mesh))
+  if stage == 'cas':
+    phases = [(start, jax.jit(fn, in_shardings=(state_sharding,
+                                                sharding.batch_sharded(mesh)),
+                              out_shardings=outs, donate_argnums=(0,)))
+              for start, fn in methods.get(config).phases()]
+
+    def phased_step(state, batch, step: int = 0):
+      return [fn for start, fn in phases if step >= start][-1](state, batch)
+    return phased_step
+  schedule = learning_rate_schedule(config, num_steps(config, stage))
+  if config.refine.on_device:
     return jax.jit(
         functools.partial(train_step, stage=stage, schedule=schedule,
-                          refine_params=refine_params(config, training=True)),
+                          refine_params=refine_params(config, training=True),
+                          coarse_fn=methods.get(config).anomaly_map),
         in_shardings=(state_sharding, sharding.batch_sharded(mesh),
                       sharding.replicated(mesh)),
-        out_shardings=(state_sharding, sharding.replicated(mesh),
-                       sharding.replicated(mesh)),
-        donate_argnums=(0,))
+        out_shardings=outs, donate_argnums=(0,))
   return jax.jit(
       functools.partial(train_step, stage=stage, schedule=schedule),
       in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh),
-                     sharding.replicated(mesh)),
-      donate_argnums=(0,))
+      out_shardings=outs, donate_argnums=(0,))
 
 
-def make_predict(model: models.Segmenter, mesh) -> Callable:
-  """A jitted eval-mode forward pass: (variables, images) -> maps [N,H,W,1]."""
-  def predict(variables, images):
-    return model.apply(variables, images, train=False)
-  return jax.jit(predict, in_shardings=(sharding.replicated(mesh),
-                                        sharding.batch_sharded(mesh)),
+def make_predict(fn: Callable | models.Segmenter, mesh) -> Callable:
+  """Jitted, batch-sharded `fn(variables, images) -> maps` (a Segmenter: its
+  eval-mode forward pass)."""
+  if isinstance(fn, models.Segmenter):
+    fn = functools.partial(fn.apply, train=False)
+  return jax.jit(fn, in_shardings=(sharding.replicated(mesh),
+                                   sharding.batch_sharded(mesh)),
                  out_shardings=sharding.batch_sharded(mesh))
 
 
 def input_key(stage: str) -> str:
   """The batch key a stage's network reads ('augmented' or 'fas_input')."""
   return _STAGE[stage][1]
+
+
+def create_stage_state(config, stage: str, mesh) -> Any:
+  """The initial state of a stage: the coarse method's for 'cas'."""
+  if stage == 'cas':
+    from tasad_jax import methods  # pylint: disable=g-import-not-at-top
+    return methods.get(config).create_train_state(mesh)
+  return create_train_state(config, stage, mesh)

@@ -1,11 +1,12 @@
-"""Training of the coarse (CAS) and fine (FAS) stages.
+"""Training of the coarse ('cas') and fine ('fas') stages.
 
 Each stage has one jitted train step over a 1-D data mesh (batch split on
-'data', state replicated and donated), Adam with the learning rate multiplied
-by 0.2 at 80% and 90% of the steps, orbax checkpoints every
-`config.train.checkpoint_every` steps, and clu metric writers. CAS learns the
-pseudo-anomaly masks from the augmented image; FAS, with CAS frozen, learns them
-from the superpixel crop that CAS's map selects (`tasad_jax.refine`).
+'data', state replicated and donated), orbax checkpoints every
+`config.train.checkpoint_every` steps, and clu metric writers. The coarse
+stage is the method of `config.coarse.name` (TASAD's CAS by default: Adam, lr
+x0.2 at 80% and 90% of the steps), trained on the pseudo-anomalies; FAS, with
+the coarse stage frozen, learns the masks from the superpixel crop that the
+coarse map selects (`tasad_jax.refine`).
 
 A restarted run resumes each stage from its latest checkpoint; since the data
 stream is a pure function of (seed, step), it ends with the same parameters as
@@ -23,13 +24,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import checkpointing, preemption, refine, sharding, thresholds
+from tasad_jax import (checkpointing, methods, preemption, refine, sharding,
+                       thresholds)
 from tasad_jax.checkpointing import checkpoint_dir, restore_stage
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
-from tasad_jax.steps import (STAGES, TrainState, create_model,
-                             create_train_state, input_key, make_predict,
-                             make_train_step, num_steps, refine_params,
-                             fine_input)
+from tasad_jax.steps import (STAGES, create_model, create_stage_state,
+                             fine_input, input_key, make_predict,
+                             make_train_step, num_steps, refine_params)
 
 
 def check_config(config, workdir: str) -> None:
@@ -56,6 +57,7 @@ def check_config(config, workdir: str) -> None:
                          f'{config.model.dtype!r}') from None
   if config.model.width < 1:
     raise UserInputError('config.model.width: must be >= 1')
+  methods.get(config)  # Checks config.coarse.
 
 
 def _write_config(config, workdir: str) -> None:
@@ -85,10 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     for stage in config.stages:
       data = input_pipeline.load_train_data(config, stage, train_images,
                                             cas_pool)
-      if stage == 'cas':
-        cas_pool = data.pool
-      else:
-        cas_pool = cas_pool or input_pipeline.load_sources(config)
+      cas_pool = data.sources
       train_stage(config, workdir, stage, data, mesh, stop)
     calibrate(config, workdir, holdout if len(holdout) else train_images, mesh)
 
@@ -109,7 +108,7 @@ def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
 
 
 def _fas_inputs(config, mesh, predict, cas_variables, batch) -> np.ndarray:
-  """Frozen CAS on the augmented images, then the host crop of each image."""
+  """Frozen coarse stage on the augmented images, then the host crop of each."""
   coarse = sharding.to_local(predict(cas_variables, sharding.to_global(
       {'x': batch['augmented']}, mesh)['x']))
   return refine.fas_inputs(coarse, batch['augmented'],
@@ -151,13 +150,14 @@ class _FaultCheck:
 
 
 def train_stage(config, workdir: str, stage: str, data, mesh,
-                stop: preemption.StopOnSigterm | None = None) -> TrainState:
+                stop: preemption.StopOnSigterm | None = None):
   """Trains one stage to `config.train.<stage>_steps`, resuming if possible."""
   from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   total = num_steps(config, stage)
   ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, stage),
                                     max_to_keep=config.train.max_checkpoints)
-  state = create_train_state(config, stage, mesh)
+  coarse = methods.get(config)
+  state = create_stage_state(config, stage, mesh)
   start = ckpt.latest_step() or 0
   if start:
     state = ckpt.restore(state)
@@ -167,14 +167,18 @@ def train_stage(config, workdir: str, stage: str, data, mesh,
     ckpt.close()
     return state
 
-  predict = make_predict(create_model(config), mesh)
+  coarse_predict = make_predict(coarse.anomaly_map, mesh)
+  predict = (coarse_predict if stage == 'cas'
+             else make_predict(create_model(config), mesh))
   cas_variables = None
   if stage == 'fas':
     cas_variables = restore_stage(config, workdir, 'cas', mesh).variables
   step_fn = make_train_step(config, stage, mesh, state)
   key = input_key(stage)
+  batch_keys = coarse.batch_keys() if stage == 'cas' else (key, 'mask')
   fine_input_fn = jax.jit(functools.partial(
-      fine_input, state.apply_fn, params=refine_params(config, training=True)))
+      fine_input, coarse.anomaly_map,
+      params=refine_params(config, training=True)))
   stream = input_pipeline.train_dataset(
       data, config, stage, batch_size=config.train.batch_size,
       start_step=start).as_numpy_iterator()
@@ -194,11 +198,12 @@ def train_stage(config, workdir: str, stage: str, data, mesh,
               state, sharding.to_global(inputs, mesh), cas_variables)
         else:
           if stage == 'fas':
-            batch['fas_input'] = _fas_inputs(config, mesh, predict,
+            batch['fas_input'] = _fas_inputs(config, mesh, coarse_predict,
                                              cas_variables, batch)
-          inputs = {key: batch[key], 'mask': batch['mask']}
+          inputs = {k: batch[k] for k in batch_keys}
           state, step_metrics, finite = step_fn(
-              state, sharding.to_global(inputs, mesh))
+              state, sharding.to_global(inputs, mesh),
+              **({'step': step - 1} if stage == 'cas' else {}))
         faults.add(step, finite)
         collected = step_metrics if collected is None else collected.merge(
             step_metrics)

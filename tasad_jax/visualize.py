@@ -25,7 +25,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
 
 
 def figure(image, mask, maps: dict[str, np.ndarray], ranges: dict[str, tuple],
-           title: str) -> np.ndarray:
+           title: str, labels: dict[str, str] | None = None) -> np.ndarray:
   """One row of panels: input, ground truth, and each map over the input.
 
   Args:
@@ -35,6 +35,7 @@ def figure(image, mask, maps: dict[str, np.ndarray], ranges: dict[str, tuple],
     ranges: name -> (low, high) used to scale that map to [0, 1], the same for
       every image of the test set so that figures are comparable.
     title: text written above the row.
+    labels: name -> panel caption (default: the name).
 
   Returns:
     uint8 RGB image.
@@ -45,7 +46,7 @@ def figure(image, mask, maps: dict[str, np.ndarray], ranges: dict[str, tuple],
   panels = [('input', rgb), ('ground truth', gt)]
   for name, values in maps.items():
     lo, hi = ranges[name]
-    panels.append((name, overlay(image, (values - lo) / max(hi - lo, 1e-8))))
+    panels.append(((labels or {}).get(name, name), overlay(image, (values - lo) / max(hi - lo, 1e-8))))
   h, w = rgb.shape[:2]
   header = 14
   canvas = Image.new('RGB', (len(panels) * (w + 4), h + 2 * header), 'white')

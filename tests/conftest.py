@@ -14,9 +14,22 @@ os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import subprocess  # pylint: disable=g-import-not-at-top
+import sys
+
+import numpy as np
 from PIL import Image
 import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script, *args, config='tiny.py'):
+  """Runs a repository entry point (train.py, evaluate.py, ...) with a config."""
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, script),
+       f'--config={os.path.join(REPO, "configs", config)}', *args],
+      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
 
 
 def write_tree(root, category='widget', seed=0):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import write_tree
+from conftest import run_script, write_tree
 from tasad_jax import evaluate, inference, metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,12 +31,9 @@ def trained(tmp_path_factory):
 
 
 def _evaluate_cli(config, workdir, *extra):
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO, 'evaluate.py'),
-       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
-       f'--workdir={workdir}', f'--config.data.root={config.data.root}',
-       f'--config.data.category={config.data.category}', *extra],
-      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  return run_script('evaluate.py', f'--workdir={workdir}',
+                    f'--config.data.root={config.data.root}',
+                    f'--config.data.category={config.data.category}', *extra)
 
 
 def test_train_evaluate_writes_metrics_and_heatmaps(trained):

@@ -72,7 +72,7 @@ def test_every_image_is_seen_once_per_epoch(cas_data):
 
 def test_fine_stage_adds_the_category_images(cas_data):
   config, cas = cas_data
-  fas = input_pipeline.load_train_data(config, 'fas', cas.images, cas.pool)
+  fas = input_pipeline.load_train_data(config, 'fas', cas.images, cas.sources)
   expected = round(config.anomaly.fas_source_fraction * len(cas.pool))
   assert len(fas.pool) == max(1, expected) + len(cas.images)
   np.testing.assert_array_equal(fas.pool.images[-len(cas.images):], cas.images)

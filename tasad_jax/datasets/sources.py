@@ -83,6 +83,13 @@ def builtin_textures(image_size: int, variants: int, seed: int) -> np.ndarray:
   return out
 
 
+def to_grey(images: np.ndarray) -> np.ndarray:
+  """ITU-R 601 luma of uint8 RGB images, repeated to 3 channels."""
+  luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+  return np.repeat(np.clip(luma.round(), 0, 255).astype(np.uint8)[..., None],
+                   3, axis=-1)
+
+
 def _folder_images(folder: str, image_size: int) -> np.ndarray:
   if not os.path.isdir(folder):
     raise UserInputError(

@@ -1,0 +1,136 @@
+"""Coarse stages: the registry, DeSTSeg's networks, training and teacher weights."""
+
+import json
+import os
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+
+from conftest import run_script
+from configs import tiny
+from tasad_jax import (exporting, methods, models, predictor, sharding, steps,
+                       train)
+from tasad_jax.errors import UserInputError
+
+
+def _destseg_config(**destseg):
+  config = tiny.get_config()
+  config.coarse.name = 'destseg'
+  config.coarse.destseg.seg_channels = 32
+  config.coarse.destseg.top_k = 10
+  for k, v in destseg.items():
+    config.coarse.destseg[k] = v
+  return config
+
+
+def test_unknown_coarse_method_names_the_field():
+  config = tiny.get_config()
+  config.coarse.name = 'draem'
+  with pytest.raises(UserInputError, match=r"config.coarse.name: unknown .*'draem'"):
+    methods.get(config)
+
+
+def test_tasad_cas_method_is_the_segmenter(tiny_config):
+  method = methods.get(tiny_config)
+  state = method.create_train_state(sharding.make_mesh())
+  x = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
+  expected = steps.create_model(tiny_config).apply(state.variables, x)
+  np.testing.assert_array_equal(method.anomaly_map(state.variables, x), expected)
+  assert models.count_params(state.params) == models.count_params(
+      models.Segmenter(4).init(jax.random.key(0), x)['params'])
+
+
+def test_destseg_shapes_and_parameter_counts():
+  config = _destseg_config()
+  method = methods.get(config)
+  state = method.create_train_state(sharding.make_mesh())
+  counts = {k: models.count_params(v) for k, v in state.variables['params'].items()}
+  # torchvision resnet18 minus fc and layer4 (11,689,512 - 513,000 - 8,393,728):
+  # conv1/bn1 + layer1..3 = 2,782,784.
+  assert counts['teacher'] == 2_782_784
+  # ResNet-18 encoder (11,176,512 without fc) + decoder blocks 512, 256, 128, 64.
+  assert counts['student'] == 24_665_024
+  x = jnp.asarray(np.random.default_rng(0).random((3, 32, 32, 3)), jnp.float32)
+  maps = method.anomaly_map(state.variables, x)
+  assert maps.shape == (3, 32, 32, 1) and maps.dtype == jnp.float32
+  assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+  scores = method.image_score(maps)
+  np.testing.assert_allclose(
+      scores, np.sort(np.asarray(maps).reshape(3, -1), 1)[:, -10:].mean(1),
+      rtol=1e-6)
+
+
+def _fixed_batch(rng, n=4, size=32):
+  image = rng.random((n, size, size, 3)).astype(np.float32)
+  mask = np.zeros((n, size, size, 1), np.float32)
+  mask[: n // 2, 8:24, 6:20] = 1.0
+  augmented = image * (1 - mask) + mask * rng.random((n, size, size, 3))
+  return {'image': image, 'augmented': augmented.astype(np.float32),
+          'mask': mask}
+
+
+def test_destseg_phases_lower_their_losses():
+  """Phase 1 lowers the student's cosine distance, phase 2 focal + L1."""
+  config = _destseg_config(student_fraction=0.5)
+  config.train.cas_steps = 12
+  mesh = sharding.make_mesh()
+  method = methods.get(config)
+  state = method.create_train_state(mesh)
+  step = steps.make_train_step(config, 'cas', mesh, state)
+  batch = sharding.to_global(_fixed_batch(np.random.default_rng(1)), mesh)
+  history = []
+  with jax.set_mesh(mesh):
+    for i in range(12):
+      state, m, finite = step(state, batch, step=i)
+      assert bool(finite)
+      history.append({k: float(v) for k, v in m.compute().items()})
+  assert [h['phase'] for h in history] == [1.0] * 6 + [2.0] * 6
+  assert history[5]['cosine'] < 0.9 * history[0]['cosine']
+  assert history[11]['focal'] + history[11]['l1'] < 0.75 * (
+      history[6]['focal'] + history[6]['l1'])
+  teacher = state.variables['params']['teacher']
+  fresh = method.create_train_state(mesh).variables['params']['teacher']
+  for a, b in zip(jax.tree_util.tree_leaves(teacher),
+                  jax.tree_util.tree_leaves(fresh)):
+    np.testing.assert_array_equal(a, b)  # The teacher stays frozen.
+
+
+def test_destseg_with_fas_end_to_end(tmp_path, mvtec_tree):
+  """destseg + FAS: train, evaluate.py, predict and a StableHLO export."""
+  root, _ = mvtec_tree
+  config = _destseg_config()
+  config.data.root, config.data.category = root, 'widget'
+  config.train.cas_steps, config.train.fas_steps = 5, 3
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  args = [f'--workdir={workdir}', f'--config.data.root={root}',
+          '--config.data.category=widget']
+  result = run_script('evaluate.py', *args, '--config.coarse.name=destseg',
+                      '--config.coarse.destseg.seg_channels=32',
+                      '--config.coarse.destseg.top_k=10')
+  assert result.returncode == 0, result.stderr
+  assert 'destseg+fas' in result.stdout and 'destseg ' in result.stdout
+  with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+    report = json.load(f)
+  assert report['coarse'] == 'destseg'
+  for method in ('cas', 'tasad'):
+    assert 0.0 <= report[method]['pixel_ap'] <= 1.0
+  # Evaluating with the TASAD coarse stage is refused, naming the field.
+  wrong = run_script('evaluate.py', *args)
+  assert wrong.returncode == 2 and 'config.coarse.name' in wrong.stderr
+  model = predictor.load(workdir)
+  assert model.coarse.name == 'destseg' and model.method == 'tasad'
+  images = np.random.default_rng(3).integers(0, 256, (2, 40, 50, 3), np.uint8)
+  out = model.predict(images)
+  assert out['anomaly_maps'].shape == (2, 40, 50)
+  path = str(tmp_path / 'model.stablehlo')
+  exporting.export_stablehlo(model, path)
+  with open(path, 'rb') as f:
+    exported = jax.export.deserialize(f.read())
+  x = model.preprocess(images)[0]
+  live = model._runner(x)  # pylint: disable=protected-access
+  maps, scores = exported.call(x)
+  np.testing.assert_allclose(maps, live['tasad_map'], atol=1e-5)
+  np.testing.assert_allclose(scores, live['tasad_score'], atol=1e-5)
