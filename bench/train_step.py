@@ -7,7 +7,9 @@ Prints one JSON line: `step_s` (median seconds per step), `images_per_s`,
 forward) on the JAX devices present, and the same for PyTorch when it is
 installed (`torch_*`). With `--fas`, also the FAS step with its input made
 inside the jitted step (`fas_step_s_device_input`) and on the host
-(`fas_step_s_host_input`, CAS forward + scikit-image per image). Arrays are made
+(`fas_step_s_host_input`, CAS forward + scikit-image per image). With
+`--destseg`, also DeSTSeg's step in each phase (`destseg_student_step_s`,
+`destseg_segnet_step_s`, segmentation width `--seg_channels`). Arrays are made
 on device; TensorFlow is not needed.
 """
 
@@ -103,6 +105,32 @@ def bench_fas(args):
   return result
 
 
+def bench_destseg(args):
+  """DeSTSeg's train step in phase 1 (student) and phase 2 (segmentation)."""
+  from tasad_jax import methods  # pylint: disable=g-import-not-at-top
+  config, mesh, _ = _setup(args)
+  config.coarse.name = 'destseg'
+  config.coarse.destseg.seg_channels = args.seg_channels
+  method = methods.get(config)
+  holder = [method.create_train_state(mesh)]
+  step_fn = steps.make_train_step(config, 'cas', mesh, holder[0])
+  rng = np.random.default_rng(0)
+  shape = (args.batch, args.size, args.size)
+  images = rng.random(shape + (3,)).astype(np.float32)
+  batch = sharding.to_global({
+      'image': images, 'augmented': images,
+      'mask': (rng.random(shape + (1,)) > 0.9).astype(np.float32)}, mesh)
+  result = {'seg_channels': args.seg_channels}
+  for name, step in (('student', 0), ('segnet', method.student_steps)):
+    def run(step=step):
+      holder[0], m, _ = step_fn(holder[0], batch, step=step)
+      jax.block_until_ready(m)
+    with jax.set_mesh(mesh):
+      result[f'destseg_{name}_step_s'] = round(
+          _median_time(run, args.warmup, args.repeats), 5)
+  return result
+
+
 def bench_torch(args):
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -143,6 +171,9 @@ def main():
                       help='PyTorch in channels-last memory format.')
   parser.add_argument('--fas', action='store_true',
                       help='Also time the FAS step, FAS input on device vs host.')
+  parser.add_argument('--destseg', action='store_true',
+                      help="Also time DeSTSeg's step in both phases.")
+  parser.add_argument('--seg_channels', type=int, default=256)
   args = parser.parse_args()
   flops = 3 * models.forward_flops(args.width, args.size) * args.batch
   step_s = bench_jax(args)
@@ -156,6 +187,8 @@ def main():
   }
   if args.fas:
     result.update(bench_fas(args))
+  if args.destseg:
+    result.update(bench_destseg(args))
   torch_s = None if args.no_torch else bench_torch(args)
   if torch_s is not None:
     result.update({'torch_step_s': round(torch_s, 5),

