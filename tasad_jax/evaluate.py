@@ -90,7 +90,8 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
     if f'{method}_map' not in outputs:
       continue
     maps, scores = outputs[f'{method}_map'], outputs[f'{method}_score']
-    values = metrics.evaluate_maps(maps, masks, scores, labels, fpr_limit)
+    values, f1_thresholds = metrics.evaluate_maps_and_thresholds(
+        maps, masks, scores, labels, fpr_limit)
     per_defect = {}
     good = split['defect_type'] == 'good'
     for defect in sorted(set(split['defect_type'][labels > 0])):
@@ -102,9 +103,7 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
       }
     result[method] = {k: float(v) for k, v in values.items()}
     result[method]['per_defect'] = per_defect
-    result[method]['f1_optimal_thresholds'] = {
-        'image': thresholds.f1_optimal(scores, labels),
-        'pixel': thresholds.f1_optimal(maps, masks)}
+    result[method]['f1_optimal_thresholds'] = f1_thresholds
   return result
 
 

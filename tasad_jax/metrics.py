@@ -68,12 +68,28 @@ def _ap_from(tps, fps) -> float:
   return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def _f1_from(tps, fps) -> float:
+def _f1_best(tps, fps) -> tuple[float, int]:
+  """The best F1 over the curve and the index of its threshold group."""
   precision = tps / (tps + fps)
-  recall = tps / tps[-1]
+  recall = tps / max(tps[-1], 1)
   f1 = np.where(precision + recall > 0,
                 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0)
-  return float(f1.max())
+  best = int(np.argmax(f1))
+  return float(f1[best]), best
+
+
+def _f1_from(tps, fps) -> float:
+  return _f1_best(tps, fps)[0]
+
+
+def _threshold_at(scores, order, ends, tps, fps) -> float:
+  return float(scores[order[ends[_f1_best(tps, fps)[1]]]])
+
+
+def f1_optimal_threshold(scores, labels) -> float:
+  """The score threshold (inclusive) that maximises F1 on labelled data."""
+  scores, labels = _check(scores, labels)
+  return _threshold_at(scores, *_curve(scores, labels))
 
 
 def _single_class(labels) -> bool:
@@ -158,7 +174,16 @@ def aupro(anomaly_maps, masks, fpr_limit: float = 0.3) -> float:
 
 def evaluate_maps(anomaly_maps, masks, image_scores, labels,
                   fpr_limit: float = 0.3) -> dict[str, float]:
-  """All metrics of a category: image AUROC/AP, pixel AUROC/AP/F1-max, AUPRO.
+  """All metrics of a category (see `evaluate_maps_and_thresholds`)."""
+  return evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
+                                      fpr_limit)[0]
+
+
+def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
+                                 fpr_limit: float = 0.3
+                                 ) -> tuple[dict[str, float], dict[str, float]]:
+  """All metrics of a category: image AUROC/AP, pixel AUROC/AP/F1-max, AUPRO,
+  and the F1-optimal image and pixel thresholds, sorting the pixels once.
 
   Args:
     anomaly_maps: [N, H, W] (or [N, H, W, 1]) pixel scores.
@@ -168,8 +193,9 @@ def evaluate_maps(anomaly_maps, masks, image_scores, labels,
     fpr_limit: AUPRO's integration limit.
 
   Returns:
-    A dict with the keys of METRIC_KEYS; undefined metrics (a single class) are
-    NaN, with a RuntimeWarning.
+    (a dict with the keys of METRIC_KEYS, {'image', 'pixel'} thresholds);
+    undefined metrics and thresholds (a single class) are NaN, with a
+    RuntimeWarning.
   """
   maps = np.asarray(anomaly_maps, np.float64)
   masks = np.asarray(masks).astype(bool)
@@ -177,16 +203,20 @@ def evaluate_maps(anomaly_maps, masks, image_scores, labels,
     maps, masks = maps[..., 0], masks[..., 0]
   result = {'image_auroc': auroc(image_scores, labels),
             'image_ap': average_precision(image_scores, labels)}
+  image_scores, labels = _check(image_scores, labels)
+  found = {'image': float('nan') if _single_class(labels) else
+           _threshold_at(image_scores, *_curve(image_scores, labels))}
   scores, flat = _check(maps, masks)
   if _single_class(flat):
     for key in ('pixel_auroc', 'pixel_ap', 'aupro', 'pixel_f1_max'):
       result[key] = _undefined(key)
-    return result
+    return result, dict(found, pixel=float('nan'))
   order, ends, tps, fps = _curve(scores, flat)
   result['pixel_auroc'] = _auroc_from(tps, fps)
   result['pixel_ap'] = _ap_from(tps, fps)
   result['pixel_f1_max'] = _f1_from(tps, fps)
+  found['pixel'] = _threshold_at(scores, order, ends, tps, fps)
   regions, n = _regions(masks)
   sizes = np.bincount(regions.ravel(), minlength=n + 1).astype(np.float64)
   result['aupro'] = _aupro_sorted(order, ends, regions, n, sizes, fpr_limit)
-  return result
+  return result, found

@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from tasad_jax import metrics
+
 FILE = 'thresholds.json'
 
 
@@ -67,13 +69,4 @@ def load(workdir: str) -> dict | None:
 
 def f1_optimal(scores: np.ndarray, labels: np.ndarray) -> float:
   """The score threshold (inclusive) that maximises F1 on labelled data."""
-  scores = np.asarray(scores, np.float64).ravel()
-  labels = np.asarray(labels).ravel().astype(bool)
-  order = np.argsort(-scores, kind='stable')
-  s, l = scores[order], labels[order]
-  ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-  tps = np.cumsum(l)[ends]
-  fps = ends + 1 - tps
-  precision, recall = tps / (tps + fps), tps / max(l.sum(), 1)
-  f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-300)
-  return float(s[ends[np.argmax(f1)]])
+  return metrics.f1_optimal_threshold(scores, labels)
