@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import (checkpointing, inference, methods, metrics, sharding,
+from tasad_jax import (checkpointing, fileio, inference, methods, metrics, sharding,
                        thresholds, visualize)
 from tasad_jax.errors import UserInputError
 
@@ -194,25 +192,17 @@ def _publish(config, workdir, split, outputs, report) -> None:
   """Writes metrics.json, heat maps and TensorBoard images, all or nothing."""
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   final = os.path.join(workdir, 'eval')
-  tmp = tempfile.mkdtemp(prefix='.eval-', dir=workdir)
-  try:
+
+  def build(tmp):
     writer = metric_writers.create_default_writer(os.path.join(tmp, 'logs'))
     report['heatmaps'] = _write_heatmaps(split, outputs,
                                          os.path.join(tmp, 'heatmaps'),
                                          config.eval.num_visualizations, writer,
                                          report['coarse'])
     writer.close()
-    with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
-      json.dump(report, f, indent=2, sort_keys=True)
-      f.write('\n')
-    old = final + '.old'
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(final):
-      os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    fileio.write_json(os.path.join(tmp, 'metrics.json'), report)
+
+  fileio.atomic_dir(final, build)
   logging.info('Wrote %s', os.path.join(final, 'metrics.json'))
 
 
@@ -248,9 +238,5 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
   summary = {'categories': reports + [mean_report(reports)]}
   print(format_table(summary))
   if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-    path = os.path.join(workdir, 'eval', 'summary.json')
-    with open(path + '.tmp', 'w') as f:
-      json.dump(summary, f, indent=2, sort_keys=True)
-    os.replace(path + '.tmp', path)
+    fileio.write_json(os.path.join(workdir, 'eval', 'summary.json'), summary)
   return summary

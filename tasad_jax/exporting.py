@@ -13,14 +13,10 @@ constants.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 import jax
 import jax.numpy as jnp
 
-from tasad_jax import inference
+from tasad_jax import fileio, inference
 
 
 def program(model) -> callable:
@@ -44,10 +40,7 @@ def export_stablehlo(model, path: str) -> None:
   shape = jax.export.symbolic_shape(f'b, {size}, {size}, 3')
   exported = jax.export.export(jax.jit(program(model)))(
       jax.ShapeDtypeStruct(shape, jnp.float32))
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(exported.serialize())
-  os.replace(tmp, path)
+  fileio.write_bytes(path, exported.serialize())
 
 
 def export_saved_model(model, path: str) -> None:
@@ -62,12 +55,5 @@ def export_saved_model(model, path: str) -> None:
       lambda images: dict(zip(('anomaly_maps', 'scores'), converted(images))),
       input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
                                      name='images')], autograph=False)
-  tmp = tempfile.mkdtemp(prefix='.saved_model-', dir=os.path.dirname(
-      os.path.abspath(path)) or '.')
-  try:
-    tf.saved_model.save(module, tmp, signatures={'serving_default': module.serve})
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  fileio.atomic_dir(path, lambda tmp: tf.saved_model.save(
+      module, tmp, signatures={'serving_default': module.serve}))

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from tasad_jax import metrics
+from tasad_jax import fileio
 
 FILE = 'thresholds.json'
 
@@ -53,10 +53,7 @@ def from_normal(image_scores: np.ndarray, maps: np.ndarray,
 
 
 def save(workdir: str, values: dict) -> None:
-  path = os.path.join(workdir, FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(values, f, indent=2, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  fileio.write_json(os.path.join(workdir, FILE), values)
 
 
 def load(workdir: str) -> dict | None:
@@ -66,7 +63,3 @@ def load(workdir: str) -> dict | None:
   with open(path) as f:
     return json.load(f)
 
-
-def f1_optimal(scores: np.ndarray, labels: np.ndarray) -> float:
-  """The score threshold (inclusive) that maximises F1 on labelled data."""
-  return metrics.f1_optimal_threshold(scores, labels)

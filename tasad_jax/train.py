@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import (checkpointing, methods, preemption, refine, sharding,
+from tasad_jax import (checkpointing, fileio, methods, preemption, refine, sharding,
                        thresholds)
 from tasad_jax.checkpointing import checkpoint_dir, restore_stage
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
@@ -61,11 +61,8 @@ def check_config(config, workdir: str) -> None:
 
 
 def _write_config(config, workdir: str) -> None:
-  path = os.path.join(workdir, 'config.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  fileio.write_text(os.path.join(workdir, 'config.json'),
+                    config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:

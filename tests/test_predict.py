@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 import tasad_jax
-from tasad_jax import exporting, thresholds, train
+from tasad_jax import exporting, metrics, thresholds, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +44,7 @@ def test_f1_optimal_threshold_matches_scikit_learn():
   scores = rng.integers(0, 20, 300) / 20 + 0.3 * labels
   p, r, t = skm.precision_recall_curve(labels, scores)
   f1 = 2 * p * r / np.maximum(p + r, 1e-12)
-  assert thresholds.f1_optimal(scores, labels) == pytest.approx(t[np.argmax(f1[:-1])])
+  assert metrics.f1_optimal_threshold(scores, labels) == pytest.approx(t[np.argmax(f1[:-1])])
 
 
 def test_predict_any_size_grey_and_float(workdir):

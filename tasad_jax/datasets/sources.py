@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
 
 import numpy as np
 import skimage
@@ -25,6 +24,7 @@ from skimage import data as skdata
 from skimage import transform
 from skimage.segmentation import slic
 
+from tasad_jax import fileio
 from tasad_jax.datasets import embedded, imageio
 from tasad_jax.errors import UserInputError
 
@@ -173,9 +173,6 @@ def segment_pool(images: np.ndarray, n_segments=(30, 150, 250),
   segments = np.stack([r[0] for r in results])
   counts = np.stack([r[1] for r in results]).astype(np.int32)
   if use_cache:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-    with os.fdopen(fd, 'wb') as f:
+    with fileio.atomic_file(path, 'wb') as f:
       np.savez(f, segments=segments, num_segments=counts)
-    os.replace(tmp, path)
   return SourcePool(images, segments, counts, n_segments)
