@@ -21,9 +21,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from tasad_jax import inference, sharding, steps
+from tasad_jax import fine, inference, sharding
 
-SETTINGS = {'demo': (128, 16), 'paper': (256, 128)}
+SETTINGS = {'tiny': (32, 4), 'demo': (128, 16), 'paper': (256, 128)}
 
 
 def images_per_s(runner, images, repeats):
@@ -46,16 +46,17 @@ def main():
     size, width = SETTINGS[name]
     config = default.get_config()
     config.data.image_size, config.model.width = size, width
-    cas = steps.create_train_state(config, 'cas', mesh)
-    fas = steps.create_train_state(config, 'fas', mesh)
-    variables = [cas.variables, fas.variables]
-    params = steps.refine_params(config, training=False)
+    fine_stage = fine.FineStage(config)
+    coarse = fine_stage.coarse
+    variables = [coarse.inference_variables(coarse.create_state(mesh)),
+                 fine_stage.inference_variables(fine_stage.create_state(mesh))]
+    params = fine.refine_params(config, training=False)
     images = np.random.default_rng(0).random(
         (args.batch, size, size, 3)).astype(np.float32)
     rates = {}
     for on_device in (True, False):
-      runner = inference.TwoStage(steps.create_model(config), *variables,
-                                  params, mesh, on_device=on_device)
+      runner = inference.TwoStage(fine_stage, *variables, params, mesh,
+                                  on_device=on_device)
       rates[on_device] = images_per_s(runner, images, args.repeats)
     print(json.dumps({
         'bench': 'inference', 'setting': name, 'size': size, 'width': width,

@@ -23,11 +23,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp
 import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from tasad_jax import models, sharding, steps
+from tasad_jax import fine, methods, models, sharding, stage
 
 
 def _median_time(fn, warmup, repeats):
@@ -42,92 +41,73 @@ def _median_time(fn, warmup, repeats):
 
 
 def _setup(args):
-  """The config of the benchmark's settings, the mesh, and CAS's train state."""
+  """The config of the benchmark's settings and the mesh."""
   config = default.get_config()
   config.model.width = args.width
   config.model.dtype = args.dtype
   config.data.image_size = args.size
-  mesh = sharding.make_mesh()
-  return config, mesh, steps.create_train_state(config, 'cas', mesh)
+  return config, sharding.make_mesh()
 
 
-def bench_jax(args):
-  config, mesh, state = _setup(args)
-  step_fn = steps.make_train_step(config, 'cas', mesh, state)
-  key = jax.random.key(0)
+def _batch(args, mesh, keys=('image', 'augmented', 'mask')) -> dict:
+  rng = np.random.default_rng(0)
   shape = (args.batch, args.size, args.size)
-  batch = jax.device_put({
-      'augmented': jax.random.uniform(key, shape + (3,)),
-      'mask': (jax.random.uniform(key, shape + (1,)) > 0.9).astype(jnp.float32),
-  }, sharding.batch_sharded(mesh))
-  holder = [state]
+  images = rng.random(shape + (3,)).astype(np.float32)
+  arrays = {'image': images, 'augmented': images, 'fas_input': images,
+            'mask': (rng.random(shape + (1,)) > 0.9).astype(np.float32)}
+  return {k: arrays[k] for k in keys}
+
+
+def time_stage(args, trained: stage.Stage, mesh, context=None,
+               at_step: int = 0, prepare=None) -> float:
+  """Median seconds of one step of `trained` (the phase of `at_step`), with
+  `prepare(batch)` (host work) inside the timed region when given."""
+  holder = [trained.create_state(mesh)]
+  program = stage.compile_phases(trained, holder[0], mesh, context)(at_step)
+  host = _batch(args, mesh)
 
   def run():
-    holder[0], m, _ = step_fn(holder[0], batch)
+    batch = prepare(host) if prepare else host
+    batch = sharding.to_global({k: batch[k] for k in trained.batch_keys()}, mesh)
+    holder[0], m, _ = program(holder[0], batch, context)
     jax.block_until_ready(m)
 
   with jax.set_mesh(mesh):
     return _median_time(run, args.warmup, args.repeats)
 
 
+def bench_jax(args):
+  config, mesh = _setup(args)
+  return time_stage(args, methods.get(config), mesh)
+
+
 def bench_fas(args):
   """FAS step with the FAS input made inside the step vs on the host."""
-  from tasad_jax import refine  # pylint: disable=g-import-not-at-top
-  config, mesh, cas = _setup(args)
-  cas_variables = cas.variables
-  shape = (args.batch, args.size, args.size)
-  rng = np.random.default_rng(0)
-  images = rng.random(shape + (3,)).astype(np.float32)
-  mask = (rng.random(shape + (1,)) > 0.9).astype(np.float32)
+  config, mesh = _setup(args)
+  coarse = methods.get(config)
+  cas_variables = coarse.inference_variables(coarse.create_state(mesh))
   result = {}
   for on_device in (True, False):
     config.refine.on_device = on_device
-    holder = [steps.create_train_state(config, 'fas', mesh)]
-    step_fn = steps.make_train_step(config, 'fas', mesh, holder[0])
-    predict = steps.make_predict(steps.create_model(config), mesh)
-    params = steps.refine_params(config, training=True)
-
-    def run():
-      batch = sharding.to_global({'augmented': images, 'mask': mask}, mesh)
-      if on_device:
-        holder[0], m, _ = step_fn(holder[0], batch, cas_variables)
-      else:
-        coarse = np.asarray(predict(cas_variables, batch['augmented']))
-        fas_input = refine.fas_inputs(coarse, images, params)
-        holder[0], m, _ = step_fn(holder[0], sharding.to_global(
-            {'fas_input': fas_input, 'mask': mask}, mesh))
-      jax.block_until_ready(m)
-
-    with jax.set_mesh(mesh):
-      result['fas_step_s_device_input' if on_device else
-             'fas_step_s_host_input'] = round(
-                 _median_time(run, args.warmup, args.repeats), 5)
+    fas = fine.FineStage(config, coarse)
+    key = 'fas_step_s_device_input' if on_device else 'fas_step_s_host_input'
+    result[key] = round(time_stage(
+        args, fas, mesh, cas_variables,
+        prepare=lambda b, fas=fas: fas.prepare_batch(b, cas_variables, mesh)),
+                        5)
   return result
 
 
 def bench_destseg(args):
   """DeSTSeg's train step in phase 1 (student) and phase 2 (segmentation)."""
-  from tasad_jax import methods  # pylint: disable=g-import-not-at-top
-  config, mesh, _ = _setup(args)
+  config, mesh = _setup(args)
   config.coarse.name = 'destseg'
   config.coarse.destseg.seg_channels = args.seg_channels
   method = methods.get(config)
-  holder = [method.create_train_state(mesh)]
-  step_fn = steps.make_train_step(config, 'cas', mesh, holder[0])
-  rng = np.random.default_rng(0)
-  shape = (args.batch, args.size, args.size)
-  images = rng.random(shape + (3,)).astype(np.float32)
-  batch = sharding.to_global({
-      'image': images, 'augmented': images,
-      'mask': (rng.random(shape + (1,)) > 0.9).astype(np.float32)}, mesh)
   result = {'seg_channels': args.seg_channels}
   for name, step in (('student', 0), ('segnet', method.student_steps)):
-    def run(step=step):
-      holder[0], m, _ = step_fn(holder[0], batch, step=step)
-      jax.block_until_ready(m)
-    with jax.set_mesh(mesh):
-      result[f'destseg_{name}_step_s'] = round(
-          _median_time(run, args.warmup, args.repeats), 5)
+    result[f'destseg_{name}_step_s'] = round(
+        time_stage(args, method, mesh, at_step=step), 5)
   return result
 
 

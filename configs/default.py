@@ -7,6 +7,8 @@ Override any field on the command line, e.g.
 
 import ml_collections
 
+from tasad_jax import methods
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default (paper) configuration."""
@@ -48,18 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.coarse = ml_collections.ConfigDict()
   config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas' or 'destseg' (tasad_jax/methods).
-  config.coarse.destseg = ml_collections.ConfigDict()  # DeSTSeg (Zhang et al., 2023).
-  config.coarse.destseg.teacher = 'random'  # 'random' or a torchvision resnet18 state dict (.pth/.npz; paper: ImageNet).
-  config.coarse.destseg.student_fraction = 0.2  # Share of cas_steps for phase 1 (paper: 1000 of 5000).
-  config.coarse.destseg.lr_student = 0.4  # SGD lr of the denoising student.
-  config.coarse.destseg.lr_segnet_blocks = 0.1  # SGD lr of the segmentation net's residual blocks.
-  config.coarse.destseg.lr_segnet_head = 0.01  # SGD lr of its ASPP head.
-  config.coarse.destseg.momentum = 0.9  # SGD momentum.
-  config.coarse.destseg.weight_decay = 1e-4  # SGD weight decay.
-  config.coarse.destseg.focal_gamma = 4.0  # Focal loss exponent.
-  config.coarse.destseg.seg_channels = 256  # Width of the segmentation net.
-  config.coarse.destseg.aspp_rates = (6, 12, 18)  # ASPP dilation rates.
-  config.coarse.destseg.top_k = 100  # Image score: mean of the top-T map values.
+  config.coarse.plugins = ()  # Modules to import that register more coarse methods.
+  for name, defaults in methods.default_sections().items():
+    # Each method's settings, config.coarse.<name>, with their defaults and
+    # one-line comments in the method's module (tasad_jax/methods/<name>.py).
+    config.coarse[name] = ml_collections.ConfigDict(defaults)
 
   config.model = ml_collections.ConfigDict()
   config.model.width = 128  # TASAD segmenter width w (CAS, FAS): 11,959,681 parameters.

@@ -21,16 +21,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import tensorflow as tf
 
-METHODS = ('saim', 'perlin')
+# Pseudo-anomaly kinds by name (`config.anomaly.methods`): each is
+# fn(image, source, segments, num_segments, seeds, params) -> (augmented, mask),
+# TensorFlow graph ops on one sample: image [H, W, 3], source [H, W, 3] (already
+# colour-augmented), the source's SLIC maps [K, H, W] and their largest labels
+# [K], seeds [2, 2] (two stateless seeds), mask [H, W, 1].
+KINDS: dict[str, Callable] = {}
+
+
+def register_kind(name: str) -> Callable[[Callable], Callable]:
+  """Decorator: adds a pseudo-anomaly kind under `name`."""
+  def add(fn: Callable) -> Callable:
+    KINDS[name] = fn
+    return fn
+  return add
 
 
 @dataclasses.dataclass(frozen=True)
 class AnomalyParams:
   """Parameters of the pseudo-anomaly generator (see configs/default.py)."""
-  methods: tuple[str, ...] = METHODS
+  methods: tuple[str, ...] = ('saim', 'perlin')
   normal_probability: float = 0.5
   num_augmentations: int = 3
   gamma_range: tuple[float, float] = (0.5, 2.0)
@@ -44,10 +58,10 @@ class AnomalyParams:
   perlin_beta_range: tuple[float, float] = (0.0, 0.8)
 
   def __post_init__(self):
-    unknown = set(self.methods) - set(METHODS)
+    unknown = set(self.methods) - set(KINDS)
     if unknown or not self.methods:
       raise ValueError(f'config.anomaly.methods: {tuple(self.methods)} must be '
-                       f'a non-empty subset of {METHODS}')
+                       f'a non-empty subset of {tuple(sorted(KINDS))}')
 
 
 def _uniform(seed, lo, hi, shape=()):
@@ -108,6 +122,14 @@ def augment_source(source: tf.Tensor, seed: tf.Tensor,
 
 
 # ---- SAIM -----------------------------------------------------------------
+
+
+@register_kind('saim')
+def saim_kind(image, source, segments, num_segments, seeds, params):
+  """SAIM at one of the source's segment counts, drawn with seeds[0]."""
+  k = _randint(seeds[0], segments.shape[0])
+  return saim(image, source, tf.gather(segments, k), tf.gather(num_segments, k),
+              seeds[1], params)
 
 
 def saim(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
@@ -173,6 +195,13 @@ def perlin_noise(height: int, width: int, res_y: tf.Tensor, res_x: tf.Tensor,
   return math.sqrt(2.0) * (top + tx * (bottom - top))
 
 
+@register_kind('perlin')
+def perlin_kind(image, source, segments, num_segments, seeds, params):
+  """DRAEM's Perlin-masked blend as a kind: (augmented, mask)."""
+  del segments, num_segments
+  return perlin(image, source, seeds[1], params)[:2]
+
+
 def perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
            params: AnomalyParams) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """DRAEM's Perlin-masked blend; returns (augmented, mask [H, W, 1], beta)."""
@@ -213,17 +242,10 @@ def synthesize(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
 
   def make_anomaly():
     augmented_source = augment_source(source, s[1], params)
-    branches = []
-    for name in params.methods:
-      if name == 'saim':
-        def run_saim():
-          k = _randint(s[3], segments.shape[0])
-          return saim(image, augmented_source, tf.gather(segments, k),
-                      tf.gather(num_segments, k), s[4], params)
-        branches.append(run_saim)
-      else:
-        branches.append(
-            lambda: perlin(image, augmented_source, s[4], params)[:2])
+    seeds = tf.stack([s[3], s[4]])
+    branches = [lambda fn=KINDS[name]: fn(image, augmented_source, segments,
+                                          num_segments, seeds, params)
+                for name in params.methods]
     method = tf.cast(_randint(s[2], len(branches)), tf.int32)
     return tf.switch_case(method, branches)
 

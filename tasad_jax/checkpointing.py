@@ -33,30 +33,22 @@ def has_checkpoint(workdir: str, stage: str) -> bool:
     ckpt.close()
 
 
-def restore_stage(config, workdir: str, stage: str, mesh):
-  """Restores the latest train state of a stage, replicated over `mesh`."""
-  from tasad_jax import steps  # pylint: disable=g-import-not-at-top
-  ckpt = Checkpointer(checkpoint_dir(workdir, stage))
-  try:
-    return ckpt.restore(steps.create_stage_state(config, stage, mesh))
-  finally:
-    ckpt.close()
-
-
-def restore_variables(config, workdir: str, mesh) -> tuple[dict, dict | None]:
-  """Variables of the coarse stage and of FAS (None without a FAS checkpoint).
+def restore(workdir: str, stage: str, template: Any, step: int | None = None
+            ) -> Any:
+  """Restores a stage's checkpoint (the latest, or `step`) into `template`.
 
   Raises:
-    UserInputError: no CAS checkpoint.
+    UserInputError: no checkpoint, or one that does not fit the template.
   """
-  if not has_checkpoint(workdir, 'cas'):
-    raise UserInputError(f'{checkpoint_dir(workdir, "cas")}: no CAS '
-                         'checkpoint; train first (python train.py ...)')
-  cas = restore_stage(config, workdir, 'cas', mesh).variables
-  fas = None
-  if has_checkpoint(workdir, 'fas'):
-    fas = restore_stage(config, workdir, 'fas', mesh).variables
-  return cas, fas
+  if not has_checkpoint(workdir, stage):
+    raise UserInputError(f'{checkpoint_dir(workdir, stage)}: no '
+                         f'{stage.upper()} checkpoint; train first (python '
+                         'train.py ...)')
+  ckpt = Checkpointer(checkpoint_dir(workdir, stage))
+  try:
+    return ckpt.restore(template, step)
+  finally:
+    ckpt.close()
 
 
 class Checkpointer:
@@ -96,8 +88,10 @@ class Checkpointer:
     expected = _shapes(abstract)
     for path, shape in sorted(expected.items()):
       if path not in stored:
-        raise UserInputError(f'{where}: checkpoint has no array {path}; it was '
-                             'written by another model')
+        raise UserInputError(
+            f'{where}: checkpoint has no array {path}; it was written by '
+            'another model or by tasad_jax before 0.2 (one state layout for '
+            'every method since): retrain')
       if stored[path] != shape:
         raise UserInputError(
             f'{where}: checkpoint does not fit this config: {path} has shape '
@@ -112,11 +106,11 @@ class Checkpointer:
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  """Parameter and statistic shapes by path ('params/ConvBNReLU_0/...')."""
+  """The shape of every array leaf by path ('params/segmenter/...')."""
   out = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     names = [str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
              for k in path]
-    if names and names[0] in ('params', 'batch_stats', 'frozen_params') and hasattr(leaf, 'shape'):
+    if hasattr(leaf, 'shape'):
       out['/'.join(names)] = tuple(leaf.shape)
   return out

@@ -20,7 +20,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import (checkpointing, fileio, inference, methods, metrics, sharding,
+from tasad_jax import (fileio, inference, methods, metrics, sharding,
                        thresholds, visualize)
 from tasad_jax.errors import UserInputError
 
@@ -28,10 +28,9 @@ METHODS = ('cas', 'tasad')
 
 
 def method_label(method: str, coarse: str) -> str:
-  """'cas'/'tasad' for TASAD; '<coarse>'/'<coarse>+fas' for other coarse stages."""
-  if coarse == 'tasad_cas':
-    return method
-  return coarse if method == 'cas' else f'{coarse}+fas'
+  """The table row of output key `method` ('cas' or 'tasad') of a coarse
+  method: 'cas'/'tasad' for TASAD, e.g. 'destseg'/'destseg+fas' otherwise."""
+  return methods.method_class(coarse).row_labels()[METHODS.index(method)]
 
 
 def _check_split(split: dict, base: str) -> None:
@@ -71,9 +70,6 @@ def check_trained_config(config, workdir: str) -> None:
 
 def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
   """Maps and scores of the whole test split, for 'cas' and (if trained) 'tasad'."""
-  if not checkpointing.has_checkpoint(workdir, 'cas'):
-    raise UserInputError(f'{checkpointing.checkpoint_dir(workdir, "cas")}: no '
-                         'CAS checkpoint; train first (python train.py ...)')
   check_trained_config(config, workdir)
   runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
   return runner.run(split['image'], config.eval.batch_size)
@@ -111,7 +107,7 @@ def format_table(report: dict) -> str:
   for entry in report['categories'] if 'categories' in report else [report]:
     for method in METHODS:
       if method in entry:
-        label = method_label(method, entry.get('coarse', 'tasad_cas'))
+        label = method_label(method, entry['coarse'])
         rows.append((entry['category'], label) + tuple(
             f'{entry[method][k]:.4f}' for k in metrics.METRIC_KEYS))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -208,7 +204,7 @@ def _publish(config, workdir, split, outputs, report) -> None:
 
 def mean_report(reports: list[dict]) -> dict:
   """The mean of each metric over categories, per method."""
-  mean = {'category': 'mean', 'coarse': reports[0].get('coarse', 'tasad_cas'),
+  mean = {'category': 'mean', 'coarse': reports[0]['coarse'],
           'num_images': sum(r['num_images'] for r in reports)}
   for method in METHODS:
     rows = [r[method] for r in reports if method in r]

@@ -16,20 +16,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tasad_jax import fileio, inference
+from tasad_jax import fileio, fine, inference
 
 
 def program(model) -> callable:
-  """images [B, S, S, 3] -> (maps [B, S, S], scores [B]) with fixed weights."""
-  coarse = model.coarse
-  if model.fas is None:
+  """images [B, S, S, 3] -> (maps [B, S, S], scores [B]) with fixed weights.
+
+  The FAS input is always made on device here (the host path cannot be
+  serialised); with the same superpixels it equals the host one.
+  """
+  runner = model.runner
+  if runner.fas is None:
     def run(images):
-      maps = coarse.anomaly_map(model.cas, images)
-      return maps[..., 0], coarse.image_score(maps)
+      out = inference.coarse_only(runner.coarse, runner.cas, images)
+      return out['cas_map'][..., 0], out['cas_score']
   else:
+    fine_input = fine.FineInput(runner.coarse, runner.refine_params, True)
+
     def run(images):
-      out = inference.two_stage(coarse, model.model.apply, model.cas, model.fas,
-                                images, model.refine_params)
+      out = inference.two_stage(runner.fine, fine_input, runner.cas, runner.fas,
+                                images)
       return out['tasad_map'][..., 0], out['tasad_score']
   return run
 

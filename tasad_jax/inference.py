@@ -6,7 +6,8 @@ use the coarse method's score (TASAD: the maximum of the map after a 21x21
 mean filter). With `on_device`, coarse -> FAS input (histogram filter, median,
 JAX SLIC, crop) -> FAS -> maps -> scores is one jitted, batch-sharded program;
 otherwise the FAS input is made on the host by the reference `tasad_jax.refine`.
-The output keys are 'cas_*' for the coarse stage and 'tasad_*' for coarse+FAS.
+The output keys are 'cas_*' for the coarse stage and 'tasad_*' for coarse+FAS
+(the keys of metrics.json, whatever the coarse method).
 """
 
 from __future__ import annotations
@@ -15,59 +16,71 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from tasad_jax import checkpointing, methods, refine, scoring, sharding, steps
-
-image_scores = scoring.max_of_mean_filter  # TASAD's image score.
+from tasad_jax import checkpointing, fine, methods, sharding, stage
 
 
-def two_stage(coarse: methods.base.CoarseMethod, fas_apply, cas_variables,
-              fas_variables, images, params: refine.RefineParams
-              ) -> dict[str, jax.Array]:
-  """The whole two-stage program on device, for images [N, H, W, 3]."""
-  coarse_map, fas_input = steps.fine_input(coarse.anomaly_map, cas_variables,
-                                           images, params)
-  tasad = coarse_map + fas_apply(fas_variables, fas_input, train=False)
-  return {'cas_map': coarse_map, 'cas_score': coarse.image_score(coarse_map),
-          'tasad_map': tasad, 'tasad_score': coarse.image_score(tasad),
+def coarse_only(coarse: methods.CoarseMethod, variables, images
+                ) -> dict[str, jax.Array]:
+  """The coarse stage's map and score of images [N, S, S, 3], jit-able."""
+  outputs = coarse.outputs(variables, images)
+  return {'cas_map': outputs['map'],
+          'cas_score': coarse.image_score(outputs['map'], outputs)}
+
+
+def two_stage(fine_stage: fine.FineStage, fine_input: fine.FineInput,
+              cas_variables, fas_variables, images) -> dict[str, jax.Array]:
+  """The whole two-stage program on device, for images [N, S, S, 3]."""
+  outputs, fas_input = fine_input.device(cas_variables, images)
+  coarse = fine_input.coarse
+  tasad = outputs['map'] + fine_stage.apply(fas_variables, fas_input)
+  return {'cas_map': outputs['map'],
+          'cas_score': coarse.image_score(outputs['map'], outputs),
+          'tasad_map': tasad, 'tasad_score': coarse.image_score(tasad, outputs),
           'fas_input': fas_input}
 
 
 class TwoStage:
   """Runs the coarse stage (and FAS when given) on batches of images."""
 
-  def __init__(self, coarse: methods.base.CoarseMethod, fas_model,
-               cas_variables: Any, fas_variables: Any | None,
-               refine_params: refine.RefineParams, mesh, on_device: bool = True):
+  def __init__(self, fine_stage: fine.FineStage, cas_variables: Any,
+               fas_variables: Any | None, refine_params, mesh,
+               on_device: bool = True):
     self.mesh = mesh
     self.method = 'tasad' if fas_variables is not None else 'cas'
-    self.on_device = on_device and fas_variables is not None
-    self.cas = cas_variables
-    self.fas = fas_variables
+    self.cas, self.fas = cas_variables, fas_variables
+    self.fine = fine_stage
+    self.coarse = fine_stage.coarse
+    self.input = fine.FineInput(self.coarse, refine_params,
+                                on_device and fas_variables is not None)
     self.refine_params = refine_params
-    self.coarse = coarse
-    self.fas_model = fas_model
-    batch = sharding.batch_sharded(mesh)
-    self._coarse = steps.make_predict(coarse.anomaly_map, mesh)
-    self._fine = steps.make_predict(fas_model, mesh)
-    self._scores = jax.jit(coarse.image_score, in_shardings=batch,
-                           out_shardings=batch)
-    self._add = jax.jit(jnp.add, in_shardings=(batch, batch), out_shardings=batch)
-    rep = sharding.replicated(mesh)
+    batch, rep = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+    self._coarse = jax.jit(functools.partial(coarse_only, self.coarse),
+                           in_shardings=(rep, batch), out_shardings=batch)
     self._program = jax.jit(
-        functools.partial(two_stage, coarse, fas_model.apply,
-                          params=refine_params),
+        functools.partial(two_stage, self.fine, self.input),
         in_shardings=(rep, rep, batch), out_shardings=batch)
+    self._fine = stage.make_predict(self.fine.apply, mesh)
+    self._coarse_outputs = stage.make_predict(self.coarse.outputs, mesh)
+    self._score = jax.jit(self.coarse.image_score, out_shardings=batch)
+
+    def add_and_score(cas_map, fas_map, outputs):
+      tasad = cas_map + fas_map
+      return {'tasad_map': tasad,
+              'tasad_score': self.coarse.image_score(tasad, outputs)}
+    self._add = jax.jit(add_and_score, out_shardings=batch)
 
   @classmethod
   def from_workdir(cls, config, workdir: str, mesh) -> 'TwoStage':
     """The trained stages of a workdir, with the test-time FAS thresholds."""
-    cas, fas = checkpointing.restore_variables(config, workdir, mesh)
-    return cls(methods.get(config), steps.create_model(config), cas, fas,
-               steps.refine_params(config, training=False), mesh,
-               on_device=config.refine.on_device)
+    fine_stage = fine.FineStage(config)
+    cas = fine.restore_inference_variables(fine_stage.coarse, workdir, mesh)
+    fas = None
+    if checkpointing.has_checkpoint(workdir, fine_stage.name):
+      fas = fine.restore_inference_variables(fine_stage, workdir, mesh)
+    return cls(fine_stage, cas, fas, fine.refine_params(config, training=False),
+               mesh, on_device=config.refine.on_device)
 
   def run(self, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     """Maps and scores of any number of images (uint8, or float in [0, 1]),
@@ -97,21 +110,19 @@ class TwoStage:
                                                 images.dtype)])
     with jax.set_mesh(self.mesh):
       x = sharding.to_global({'x': images}, self.mesh)['x']
-      if self.on_device:
-        out = {k: sharding.to_local(v)
-               for k, v in self._program(self.cas, self.fas, x).items()}
-        return {k: (v[:n, ..., 0] if k.endswith('_map') else v[:n])
-                for k, v in out.items()}
-      cas_map = self._coarse(self.cas, x)
-      out = {'cas_map': sharding.to_local(cas_map),
-             'cas_score': sharding.to_local(self._scores(cas_map))}
-      if self.fas is not None:
-        fas_input = refine.fas_inputs(out['cas_map'], images, self.refine_params)
+      if self.fas is not None and self.input.on_device:
+        out = self._program(self.cas, self.fas, x)
+      elif self.fas is None:
+        out = self._coarse(self.cas, x)
+      else:  # FAS input on the host, from the coarse maps.
+        coarse = self._coarse_outputs(self.cas, x)
+        out = {'cas_map': coarse['map'],
+               'cas_score': self._score(coarse['map'], coarse)}
+        fas_input = self.input.host(sharding.to_local(coarse['map']), images)
         fas_map = self._fine(self.fas, sharding.to_global(
             {'x': fas_input}, self.mesh)['x'])
-        tasad_map = self._add(cas_map, fas_map)
-        out.update(tasad_map=sharding.to_local(tasad_map),
-                   tasad_score=sharding.to_local(self._scores(tasad_map)),
-                   fas_input=fas_input)
+        out.update(self._add(coarse['map'], fas_map, coarse), fas_input=fas_input)
+      out = {k: sharding.to_local(v) if isinstance(v, jax.Array) else v
+             for k, v in out.items()}
     return {k: (v[:n, ..., 0] if k.endswith('_map') else v[:n])
             for k, v in out.items()}

@@ -198,23 +198,6 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def test_dataset(split: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
-  """The test split in order, as batches {'image': float32 [b, S, S, 3],
-  'mask': float32 [b, S, S, 1], 'label': int32, 'defect_type', 'path': bytes}.
-  The last batch may be smaller."""
-  tensors = {k: split[k] for k in ('image', 'mask', 'label')}
-  tensors['defect_type'] = split['defect_type'].astype(str)
-  tensors['path'] = split['path'].astype(str)
-  ds = tf.data.Dataset.from_tensor_slices(tensors)
-
-  def convert(x):
-    return dict(x, image=tf.cast(x['image'], tf.float32) / 255.0,
-                mask=tf.cast(x['mask'], tf.float32))
-
-  ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def batch_summary(batch: dict[str, Any]) -> str:
   """A few lines describing a train batch: shapes, ranges, anomaly statistics."""
   lines = []

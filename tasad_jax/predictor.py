@@ -51,13 +51,9 @@ class Predictor:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.workdir = workdir
-    self._runner = inference.TwoStage.from_workdir(config, workdir,
-                                                   sharding.make_mesh())
-    self.cas, self.fas = self._runner.cas, self._runner.fas
-    self.method = self._runner.method
-    self.refine_params = self._runner.refine_params
-    self.coarse = self._runner.coarse
-    self.model = self._runner.fas_model
+    self.runner = inference.TwoStage.from_workdir(config, workdir,
+                                                  sharding.make_mesh())
+    self.method = self.runner.method
     self.thresholds = thresholds.load(workdir) or {}
 
   @property
@@ -87,7 +83,7 @@ class Predictor:
        are None when the workdir has no thresholds.json.
     """
     x, sizes = self.preprocess(images)
-    out = self._runner.run(x, self.config.eval.batch_size)
+    out = self.runner.run(x, self.config.eval.batch_size)
     maps = [_resize_map(m, h, w)
             for m, (h, w) in zip(out[f'{self.method}_map'], sizes)]
     scores = out[f'{self.method}_score'].astype(np.float32)

@@ -11,8 +11,6 @@ concatenation or padding in the superpixel code would need its own sharding).
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import numpy as np
@@ -51,8 +49,3 @@ def to_local(array: jax.Array) -> np.ndarray:
     start = shard.index[0].start or 0
     shards.setdefault(start, np.asarray(shard.data))
   return np.concatenate([shards[k] for k in sorted(shards)])
-
-
-def replicate(tree: Any, mesh) -> Any:
-  """Places a host pytree on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))

@@ -13,7 +13,6 @@ stream is a pure function of (seed, step), it ends with the same parameters as
 an uninterrupted run.
 """
 
-import functools
 import os
 import time
 
@@ -24,40 +23,47 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import (checkpointing, fileio, methods, preemption, refine, sharding,
-                       thresholds)
-from tasad_jax.checkpointing import checkpoint_dir, restore_stage
+from tasad_jax import (checkpointing, fileio, fine, methods, preemption,
+                       sharding, stage as stage_lib, thresholds)
+from tasad_jax.checkpointing import checkpoint_dir
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
-from tasad_jax.steps import (STAGES, create_model, create_stage_state,
-                             fine_input, input_key, make_predict,
-                             make_train_step, num_steps, refine_params)
+
+# The stages by their config.stages name (also their checkpoint folders).
+STAGES = {'cas': methods.get, 'fas': fine.FineStage}
+
+
+def build_stage(config, name: str) -> stage_lib.Stage:
+  """The stage that `name` ('cas' or 'fas') names, for `config`."""
+  if name not in STAGES:
+    raise UserInputError(f'config.stages: unknown stage {name!r}; use '
+                         f'{tuple(STAGES)}')
+  built = STAGES[name](config)
+  built.check_config()
+  return built
+
+
+def restore_stage(config, workdir: str, name: str, mesh):
+  """The latest train state of stage `name` in `workdir`, replicated."""
+  return checkpointing.restore(workdir, name,
+                               build_stage(config, name).create_state(mesh))
 
 
 def check_config(config, workdir: str) -> None:
   """Checks training fields; raises UserInputError naming the field."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserInputError(f'{workdir}: workdir exists and is not a folder')
-  size = config.data.image_size
-  if not isinstance(size, int) or size % 4 or size < 16:
-    raise UserInputError(f'config.data.image_size: {size!r} must be a multiple '
-                         'of 4 (two 2x poolings), at least 16')
   devices = jax.device_count()
   if config.train.batch_size % devices or config.train.batch_size < 1:
     raise UserInputError(f'config.train.batch_size: {config.train.batch_size} '
                          f'is not divisible by the {devices} devices')
-  for stage in config.stages:
-    if stage not in STAGES:
-      raise UserInputError(f'config.stages: unknown stage {stage!r}; use {STAGES}')
-    if num_steps(config, stage) < 1:
-      raise UserInputError(f'config.train.{stage}_steps: must be >= 1')
   try:
     jnp.dtype(config.model.dtype)
   except TypeError:
     raise UserInputError(f'config.model.dtype: unknown dtype '
                          f'{config.model.dtype!r}') from None
-  if config.model.width < 1:
-    raise UserInputError('config.model.width: must be >= 1')
-  methods.get(config)  # Checks config.coarse.
+  for name in config.stages:
+    if build_stage(config, name).num_steps < 1:
+      raise UserInputError(f'config.train.{name}_steps: must be >= 1')
 
 
 def _write_config(config, workdir: str) -> None:
@@ -81,11 +87,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
         input_pipeline.load_split(config, 'train')['image'],
         config.threshold.holdout_fraction, config.seed)
     cas_pool = None
-    for stage in config.stages:
-      data = input_pipeline.load_train_data(config, stage, train_images,
+    for name in config.stages:
+      data = input_pipeline.load_train_data(config, name, train_images,
                                             cas_pool)
       cas_pool = data.sources
-      train_stage(config, workdir, stage, data, mesh, stop)
+      train_stage(config, workdir, build_stage(config, name), data, mesh, stop)
     calibrate(config, workdir, holdout if len(holdout) else train_images, mesh)
 
 
@@ -102,14 +108,6 @@ def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
     thresholds.save(workdir, values)
   logging.info('Thresholds from %d normal images: %s', len(images), values)
   return values
-
-
-def _fas_inputs(config, mesh, predict, cas_variables, batch) -> np.ndarray:
-  """Frozen coarse stage on the augmented images, then the host crop of each."""
-  coarse = sharding.to_local(predict(cas_variables, sharding.to_global(
-      {'x': batch['augmented']}, mesh)['x']))
-  return refine.fas_inputs(coarse, batch['augmented'],
-                           refine_params(config, training=True))
 
 
 class _FaultCheck:
@@ -146,106 +144,105 @@ class _FaultCheck:
         'config.train.skip_nonfinite=True to skip such steps')
 
 
-def train_stage(config, workdir: str, stage: str, data, mesh,
+class _MetricWindow:
+  """Step metrics between two log points, read on the host only when logged.
+
+  Names ending in 'learning_rate' or 'phase' are logged as their last value,
+  the others as their mean over the window's finite steps.
+  """
+
+  def __init__(self):
+    self.steps: list[tuple[dict, jax.Array]] = []
+
+  def add(self, step_metrics: dict, finite: jax.Array) -> None:
+    self.steps.append((step_metrics, finite))
+
+  def compute(self) -> dict[str, float]:
+    values = jax.device_get(self.steps)
+    self.steps = []
+    sums: dict[str, list[float]] = {}
+    for step_metrics, finite in values:
+      for k, v in step_metrics.items():
+        if k.endswith(('learning_rate', 'phase')):
+          sums[k] = [float(v), 1]
+        elif bool(finite):
+          total = sums.setdefault(k, [0.0, 0])
+          total[0] += float(v)
+          total[1] += 1
+    return {k: (t / n if n else float('nan')) for k, (t, n) in sums.items()}
+
+
+def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
                 stop: preemption.StopOnSigterm | None = None):
-  """Trains one stage to `config.train.<stage>_steps`, resuming if possible."""
+  """Trains one stage to its step count, resuming from its checkpoints.
+
+  Every stage goes through the same contract (`tasad_jax.stage`): its state,
+  its phases (one jitted program each), its batch keys, host-side batch
+  preparation and context.
+  """
   from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  total = num_steps(config, stage)
-  ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, stage),
+  name, total = stage.name, stage.num_steps
+  ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, name),
                                     max_to_keep=config.train.max_checkpoints)
-  coarse = methods.get(config)
-  state = create_stage_state(config, stage, mesh)
+  state = stage.create_state(mesh)
   start = ckpt.latest_step() or 0
   if start:
     state = ckpt.restore(state)
-    logging.info('%s: resuming from step %d', stage, start)
+    logging.info('%s: resuming from step %d', name, start)
   if start >= total:
-    logging.info('%s: already trained (%d steps)', stage, start)
+    logging.info('%s: already trained (%d steps)', name, start)
     ckpt.close()
     return state
 
-  coarse_predict = make_predict(coarse.anomaly_map, mesh)
-  predict = (coarse_predict if stage == 'cas'
-             else make_predict(create_model(config), mesh))
-  cas_variables = None
-  if stage == 'fas':
-    cas_variables = restore_stage(config, workdir, 'cas', mesh).variables
-  step_fn = make_train_step(config, stage, mesh, state)
-  key = input_key(stage)
-  batch_keys = coarse.batch_keys() if stage == 'cas' else (key, 'mask')
-  fine_input_fn = jax.jit(functools.partial(
-      fine_input, coarse.anomaly_map,
-      params=refine_params(config, training=True)))
+  context = stage.context(workdir, mesh)
+  program_at = stage_lib.compile_phases(stage, state, mesh, context)
   stream = input_pipeline.train_dataset(
-      data, config, stage, batch_size=config.train.batch_size,
+      data, config, name, batch_size=config.train.batch_size,
       start_step=start).as_numpy_iterator()
   writer = metric_writers.create_default_writer(
-      os.path.join(workdir, 'logs', stage),
+      os.path.join(workdir, 'logs', name),
       just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
-  faults = _FaultCheck(stage, config.train.skip_nonfinite)
-  collected, tick, since, saved = None, time.perf_counter(), 0, start
+  faults = _FaultCheck(name, config.train.skip_nonfinite)
+  window = _MetricWindow()
+  tick, since, saved = time.perf_counter(), 0, start
   try:
     with jax.set_mesh(mesh):
       for step in range(start + 1, total + 1):
-        batch = next(stream)
-        if stage == 'fas' and config.refine.on_device:
-          inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
-          state, step_metrics, finite = step_fn(
-              state, sharding.to_global(inputs, mesh), cas_variables)
-        else:
-          if stage == 'fas':
-            batch['fas_input'] = _fas_inputs(config, mesh, coarse_predict,
-                                             cas_variables, batch)
-          inputs = {k: batch[k] for k in batch_keys}
-          state, step_metrics, finite = step_fn(
-              state, sharding.to_global(inputs, mesh),
-              **({'step': step - 1} if stage == 'cas' else {}))
+        batch = stage.prepare_batch(next(stream), context, mesh)
+        inputs = sharding.to_global({k: batch[k] for k in stage.batch_keys()},
+                                    mesh)
+        state, step_metrics, finite = program_at(step - 1)(state, inputs,
+                                                           context)
         faults.add(step, finite)
-        collected = step_metrics if collected is None else collected.merge(
-            step_metrics)
+        window.add(step_metrics, finite)
         since += 1
         report(step)
         stopping = stop is not None and stop.should_stop(step)
         if step % config.train.log_every == 0 or step == total or stopping:
           faults.check(saved)
-          scalars = {f'{stage}/{k}': float(v)
-                     for k, v in collected.compute().items()}
-          scalars[f'{stage}/images_per_s'] = since * config.train.batch_size / (
+          scalars = {f'{name}/{k}': v for k, v in window.compute().items()}
+          scalars[f'{name}/images_per_s'] = since * config.train.batch_size / (
               time.perf_counter() - tick)
-          scalars[f'{stage}/skipped_steps'] = faults.skipped
+          scalars[f'{name}/skipped_steps'] = faults.skipped
           writer.write_scalars(step, scalars)
-          collected, tick, since = None, time.perf_counter(), 0
+          tick, since = time.perf_counter(), 0
         if config.train.image_every and (step % config.train.image_every == 0
                                           or step == total):
-          if key not in inputs:  # FAS input made inside the step: redo it.
-            inputs[key] = sharding.to_local(fine_input_fn(
-                cas_variables, sharding.to_global(
-                    {'x': batch['augmented']}, mesh)['x'])[1])
-          _write_images(writer, stage, step, state, predict, inputs, batch, mesh)
+          images = stage.summary_images(state, batch, context, mesh)
+          if images:
+            writer.write_images(step, {f'{name}/{k}': v
+                                       for k, v in images.items()})
         if step % config.train.checkpoint_every == 0 or step == total or stopping:
           faults.check(saved)
           ckpt.save(step, state)
           saved = step
         if stopping:
           ckpt.wait()
-          raise Preempted(f'SIGTERM: saved {stage} step {step} in '
+          raise Preempted(f'SIGTERM: saved {name} step {step} in '
                           f'{ckpt.directory}; run the same command to resume')
   finally:
     ckpt.wait()
     ckpt.close()
     writer.flush()
   return state
-
-
-def _write_images(writer, stage, step, state, predict, inputs, batch, mesh):
-  n = min(4, len(batch['mask']))
-  key = input_key(stage)
-  prediction = sharding.to_local(predict(
-      state.variables,
-      sharding.to_global({'x': inputs[key]}, mesh)['x']))
-  writer.write_images(step, {
-      f'{stage}/input': np.asarray(inputs[key][:n]),
-      f'{stage}/mask': np.asarray(batch['mask'][:n]),
-      f'{stage}/prediction': np.clip(prediction[:n], 0.0, 1.0),
-  })

@@ -14,7 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # pylint: disable=g-import-not-at-top
 
 from configs import tiny  # pylint: disable=g-import-not-at-top
-from tasad_jax import input_pipeline, sharding, steps
+from tasad_jax import input_pipeline, methods, sharding, stage
 
 
 def main():
@@ -23,16 +23,18 @@ def main():
   config.train.cas_steps = num
   mesh = sharding.make_mesh()
   data = input_pipeline.load_train_data(config, 'cas')
-  state = steps.create_train_state(config, 'cas', mesh)
-  step_fn = steps.make_train_step(config, 'cas', mesh, state)
+  method = methods.get(config)
+  state = method.create_state(mesh)
+  program_at = stage.compile_phases(method, state, mesh)
   stream = input_pipeline.train_dataset(data, config, 'cas',
                                         batch_size=config.train.batch_size)
   losses = []
   with jax.set_mesh(mesh):
     for batch, _ in zip(stream.as_numpy_iterator(), range(num)):
       inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
-      state, m, _ = step_fn(state, sharding.to_global(inputs, mesh))
-      losses.append(float(m.compute()['loss']))
+      state, m, _ = program_at(int(state.step))(
+          state, sharding.to_global(inputs, mesh), None)
+      losses.append(float(m['loss']))
   print(json.dumps({'devices': jax.device_count(), 'losses': losses}))
 
 

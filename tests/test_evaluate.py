@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script, write_tree
-from tasad_jax import evaluate, inference, metrics, train
+from tasad_jax import evaluate, metrics, scoring, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,7 +64,7 @@ def test_scores_are_the_max_of_the_21x21_mean():
   padded = np.pad(maps[..., 0], ((0, 0), (10, 10), (10, 10)))
   expected = [max(padded[i, y:y + 21, x:x + 21].sum() / 441
                   for y in range(30) for x in range(30)) for i in range(2)]
-  np.testing.assert_allclose(inference.image_scores(maps), expected, rtol=1e-5)
+  np.testing.assert_allclose(scoring.max_of_mean_filter(maps), expected, rtol=1e-5)
 
 
 def test_coarse_stage_only_is_evaluated_and_said(trained, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_script
 from configs import tiny
-from tasad_jax import (exporting, methods, models, predictor, sharding, steps,
+from tasad_jax import (exporting, methods, models, predictor, sharding, stage,
                        train)
 from tasad_jax.errors import UserInputError
 
@@ -32,20 +32,10 @@ def test_unknown_coarse_method_names_the_field():
     methods.get(config)
 
 
-def test_tasad_cas_method_is_the_segmenter(tiny_config):
-  method = methods.get(tiny_config)
-  state = method.create_train_state(sharding.make_mesh())
-  x = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
-  expected = steps.create_model(tiny_config).apply(state.variables, x)
-  np.testing.assert_array_equal(method.anomaly_map(state.variables, x), expected)
-  assert models.count_params(state.params) == models.count_params(
-      models.Segmenter(4).init(jax.random.key(0), x)['params'])
-
-
 def test_destseg_shapes_and_parameter_counts():
   config = _destseg_config()
   method = methods.get(config)
-  state = method.create_train_state(sharding.make_mesh())
+  state = method.create_state(sharding.make_mesh())
   counts = {k: models.count_params(v) for k, v in state.variables['params'].items()}
   # torchvision resnet18 minus fc and layer4 (11,689,512 - 513,000 - 8,393,728):
   # conv1/bn1 + layer1..3 = 2,782,784.
@@ -56,7 +46,7 @@ def test_destseg_shapes_and_parameter_counts():
   maps = method.anomaly_map(state.variables, x)
   assert maps.shape == (3, 32, 32, 1) and maps.dtype == jnp.float32
   assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
-  scores = method.image_score(maps)
+  scores = method.image_score(maps, {'map': maps})
   np.testing.assert_allclose(
       scores, np.sort(np.asarray(maps).reshape(3, -1), 1)[:, -10:].mean(1),
       rtol=1e-6)
@@ -77,21 +67,21 @@ def test_destseg_phases_lower_their_losses():
   config.train.cas_steps = 12
   mesh = sharding.make_mesh()
   method = methods.get(config)
-  state = method.create_train_state(mesh)
-  step = steps.make_train_step(config, 'cas', mesh, state)
+  state = method.create_state(mesh)
+  program_at = stage.compile_phases(method, state, mesh)
   batch = sharding.to_global(_fixed_batch(np.random.default_rng(1)), mesh)
   history = []
   with jax.set_mesh(mesh):
     for i in range(12):
-      state, m, finite = step(state, batch, step=i)
+      state, m, finite = program_at(i)(state, batch, None)
       assert bool(finite)
-      history.append({k: float(v) for k, v in m.compute().items()})
+      history.append({k: float(v) for k, v in m.items()})
   assert [h['phase'] for h in history] == [1.0] * 6 + [2.0] * 6
   assert history[5]['cosine'] < 0.9 * history[0]['cosine']
   assert history[11]['focal'] + history[11]['l1'] < 0.75 * (
       history[6]['focal'] + history[6]['l1'])
   teacher = state.variables['params']['teacher']
-  fresh = method.create_train_state(mesh).variables['params']['teacher']
+  fresh = method.create_state(mesh).variables['params']['teacher']
   for a, b in zip(jax.tree_util.tree_leaves(teacher),
                   jax.tree_util.tree_leaves(fresh)):
     np.testing.assert_array_equal(a, b)  # The teacher stays frozen.
@@ -121,7 +111,7 @@ def test_destseg_with_fas_end_to_end(tmp_path, mvtec_tree):
   wrong = run_script('evaluate.py', *args)
   assert wrong.returncode == 2 and 'config.coarse.name' in wrong.stderr
   model = predictor.load(workdir)
-  assert model.coarse.name == 'destseg' and model.method == 'tasad'
+  assert model.runner.coarse.method == 'destseg' and model.method == 'tasad'
   images = np.random.default_rng(3).integers(0, 256, (2, 40, 50, 3), np.uint8)
   out = model.predict(images)
   assert out['anomaly_maps'].shape == (2, 40, 50)
@@ -130,7 +120,7 @@ def test_destseg_with_fas_end_to_end(tmp_path, mvtec_tree):
   with open(path, 'rb') as f:
     exported = jax.export.deserialize(f.read())
   x = model.preprocess(images)[0]
-  live = model._runner(x)  # pylint: disable=protected-access
+  live = model.runner(x)
   maps, scores = exported.call(x)
   np.testing.assert_allclose(maps, live['tasad_map'], atol=1e-5)
   np.testing.assert_allclose(scores, live['tasad_score'], atol=1e-5)

@@ -90,7 +90,7 @@ def test_predict_cli_streams_a_folder_with_a_corrupt_file(workdir, tmp_path):
 def test_exports_give_the_live_maps(workdir, tmp_path):
   model = tasad_jax.load(workdir)
   x = np.random.default_rng(2).random((3, 32, 32, 3)).astype(np.float32)
-  live = model._runner(x)  # pylint: disable=protected-access
+  live = model.runner(x)
   path = str(tmp_path / 'model.stablehlo')
   exporting.export_stablehlo(model, path)
   with open(path, 'rb') as f:

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from tasad_jax import checkpointing, input_pipeline, sharding, steps, train
+from tasad_jax import (checkpointing, input_pipeline, methods, sharding, stage,
+                       train)
 from tasad_jax.errors import UserInputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,14 +34,15 @@ def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
   tiny_config.train.cas_steps = 30
   tiny_config.train.learning_rate = 1e-3
   mesh = sharding.make_mesh()
-  state = steps.create_train_state(tiny_config, 'cas', mesh)
-  step_fn = steps.make_train_step(tiny_config, 'cas', mesh, state)
+  method = methods.get(tiny_config)
+  state = method.create_state(mesh)
+  program_at = stage.compile_phases(method, state, mesh)
   batch = sharding.to_global(_fixed_batch(tiny_config), mesh)
   losses = []
   with jax.set_mesh(mesh):
     for _ in range(30):
-      state, m, _ = step_fn(state, batch)
-      losses.append(float(m.compute()['loss']))
+      state, m, _ = program_at(int(state.step))(state, batch, None)
+      losses.append(float(m['loss']))
   assert np.isfinite(losses).all()
   assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses
   assert int(state.step) == 30
@@ -92,9 +94,9 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', real_save)
   train.train_and_evaluate(tiny_config, resumed)
 
-  for stage in ('cas', 'fas'):
-    a, b = _params(full, tiny_config, stage), _params(resumed, tiny_config, stage)
-    assert int(a.step) == int(b.step) == steps.num_steps(tiny_config, stage)
+  for name in ('cas', 'fas'):
+    a, b = _params(full, tiny_config, name), _params(resumed, tiny_config, name)
+    assert int(a.step) == int(b.step) == tiny_config.train[f'{name}_steps']
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
       np.testing.assert_array_equal(x, y)
   assert os.path.exists(os.path.join(full, 'config.json'))
@@ -104,7 +106,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
 
 def test_fas_without_cas_checkpoint_is_a_clear_error(tiny_config, tmp_path):
   tiny_config.stages = ('fas',)
-  with pytest.raises(UserInputError, match='no checkpoint'):
+  with pytest.raises(UserInputError, match='no CAS checkpoint'):
     train.train_and_evaluate(tiny_config, str(tmp_path / 'w'))
 
 

@@ -1,64 +1,70 @@
-"""What a coarse stage provides, so that FAS, evaluation, predict and export
-work on any of them.
+"""What a coarse method provides, so that the fine stage, evaluation,
+thresholds, predict and export work on any of them.
 
-A coarse method trains on the pseudo-anomaly batches of the 'cas' stage (keys
-'image', 'augmented', 'mask'), keeps all its arrays in one train-state pytree
-(checkpointed under `<workdir>/checkpoints/cas`), and maps images [N, S, S, 3]
-in [0, 1] to anomaly maps [N, S, S, 1] whose anomalous pixels are near 1 and
-normal pixels near 0: the scale the fine stage's histogram filter expects
-(|map| x 255 as 8 bits).
+A coarse method is a `Stage` named 'cas' (its checkpoints live under
+`<workdir>/checkpoints/cas`): it trains on the pseudo-anomaly stream of the
+coarse stage (keys 'image', 'augmented', 'mask', 'label') and maps images
+[N, S, S, 3] in [0, 1] to anomaly maps [N, S, S, 1] whose anomalous pixels are
+near 1 and normal pixels near 0: the scale the fine stage's histogram filter
+expects (|map| x 255 as 8 bits).
+
+To add a method, write one module:
+
+    @registry.register
+    class MyMethod(base.CoarseMethod):
+      method = 'mine'
+      defaults = {'lr': 1e-3}  # Becomes config.coarse.mine.
+      def create_state(self, mesh): ...
+      def phases(self): ...
+      def anomaly_map(self, variables, images): ...
+
+and import it from `tasad_jax/methods/__init__.py`, or name its module in
+`config.coarse.plugins`.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from typing import Any
 
 import jax
 
+from tasad_jax import scoring, stage
 
-class CoarseMethod(abc.ABC):
-  """A coarse stage: model(s), train state and step, map and score functions.
 
-  Subclasses are registered by name with `tasad_jax.methods.register`.
-  """
+class CoarseMethod(stage.Stage):
+  """A coarse stage: model(s), train state and phases, maps and scores."""
 
-  name: str = ''
-  label: str = ''  # Shown in tables: 'CAS', 'DeSTSeg'.
+  name = 'cas'  # The stage: checkpoint and log folder.
+  seed_index = 0
+  method: str = ''  # Registered name, config.coarse.name.
+  defaults: dict = {}  # Settings under config.coarse.<method>.
 
-  def __init__(self, config):
-    self.config = config
-
-  @abc.abstractmethod
-  def create_train_state(self, mesh) -> Any:
-    """The initial train state (deterministic in config.seed), replicated.
-
-    A pytree with a `step` field and a `variables` property that
-    `anomaly_map` takes.
-    """
-
-  @abc.abstractmethod
-  def phases(self) -> list[tuple[int, Callable]]:
-    """The training phases: [(first step, train step function)], in order.
-
-    Each function is one optimiser step on a global batch, pure and jit-able:
-    (state, batch) -> (new state, clu metrics collection, finite flag); a
-    non-finite step must leave the state unchanged except for its step
-    counter. Each phase is its own jitted program, chosen on the host by the
-    step number (a `lax.cond` over both costs ~20x on XLA:CPU).
-    """
+  @property
+  def settings(self):
+    """This method's config section, config.coarse.<method>."""
+    return self.config.coarse[self.method]
 
   @abc.abstractmethod
   def anomaly_map(self, variables: Any, images: jax.Array) -> jax.Array:
     """Eval-mode maps [N, S, S, 1] float32 of images [N, S, S, 3], jit-able."""
 
-  @abc.abstractmethod
-  def image_score(self, maps: jax.Array) -> jax.Array:
-    """Image scores [N] of maps [N, S, S, 1] (also of coarse + FAS maps)."""
+  def outputs(self, variables: Any, images: jax.Array) -> dict[str, jax.Array]:
+    """{'map': [N, S, S, 1]} plus whatever `image_score` needs, jit-able.
 
-  def check_config(self) -> None:
-    """Raises UserInputError naming a bad field of this method."""
+    A method that scores by more than its map (e.g. a reconstruction error)
+    adds those arrays here, each with the batch as its first axis.
+    """
+    return {'map': self.anomaly_map(variables, images)}
 
-  def batch_keys(self) -> tuple[str, ...]:
-    """The keys of the train batch that `train_step` reads."""
-    return ('augmented', 'mask')
+  def image_score(self, maps: jax.Array, outputs: dict[str, jax.Array]
+                  ) -> jax.Array:
+    """Image scores [N] of maps [N, S, S, 1] (the coarse maps, or coarse + fine
+    maps), given this method's `outputs` of the same images."""
+    del outputs
+    return scoring.max_of_mean_filter(maps)
+
+  @classmethod
+  def row_labels(cls) -> tuple[str, str]:
+    """Table rows of the coarse stage alone and with the fine stage."""
+    return cls.method, f'{cls.method}+fas'

@@ -23,20 +23,18 @@ head; constant. Phase 1 takes the first `student_fraction` of
 Perlin mix (the paper's code uses DRAEM's Perlin with DTD).
 """
 
-import functools
 from typing import Any
 
-from clu import metrics
-import flax
-from flax import struct
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from tasad_jax import scoring, sharding, steps
+from tasad_jax import scoring, sharding, stage
 from tasad_jax.errors import UserInputError
-from tasad_jax.methods import base, resnet
+from tasad_jax.methods import base, registry, resnet
+from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
+                                   finish_step, network_variables)
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
@@ -98,30 +96,6 @@ class SegmentationNet(nn.Module):
     return x.astype(jnp.float32)
 
 
-class DestsegState(struct.PyTreeNode):
-  """Step, trained parameters (student, segnet), frozen teacher, optimisers."""
-  step: jax.Array
-  params: dict
-  batch_stats: dict
-  frozen_params: dict
-  student_opt: Any
-  segnet_opt: Any
-
-  @property
-  def variables(self) -> dict:
-    return {'params': {**self.params, **self.frozen_params},
-            'batch_stats': self.batch_stats}
-
-
-@flax.struct.dataclass
-class DestsegMetrics(metrics.Collection):
-  loss: metrics.Average.from_output('loss')
-  cosine: metrics.Average.from_output('cosine')
-  focal: metrics.Average.from_output('focal')
-  l1: metrics.Average.from_output('l1')
-  phase: metrics.LastValue.from_output('phase')
-
-
 def focal_loss(logits: jax.Array, target: jax.Array, gamma: float) -> jax.Array:
   """Mean binary focal loss, (1 - p_t)^gamma * BCE, from logits."""
   p = jax.nn.sigmoid(logits)
@@ -135,30 +109,43 @@ def _sgd(lr: float, momentum: float, weight_decay: float):
                      optax.sgd(lr, momentum))
 
 
+@registry.register
 class DeSTSeg(base.CoarseMethod):
   """DeSTSeg: student-teacher feature distances, segmented."""
 
-  name = 'destseg'
-  label = 'DeSTSeg'
+  method = 'destseg'
+  defaults = {
+      'teacher': 'random',  # 'random' or a torchvision resnet18 state dict (.pth/.npz; paper: ImageNet).
+      'student_fraction': 0.2,  # Share of cas_steps for phase 1 (paper: 1000 of 5000).
+      'lr_student': 0.4,  # SGD lr of the denoising student.
+      'lr_segnet_blocks': 0.1,  # SGD lr of the segmentation net's residual blocks.
+      'lr_segnet_head': 0.01,  # SGD lr of its ASPP head.
+      'momentum': 0.9,  # SGD momentum.
+      'weight_decay': 1e-4,  # SGD weight decay.
+      'focal_gamma': 4.0,  # Focal loss exponent.
+      'seg_channels': 256,  # Width of the segmentation net.
+      'aspp_rates': (6, 12, 18),  # ASPP dilation rates.
+      'top_k': 100,  # Image score: mean of the top-T map values.
+  }
 
   def __init__(self, config):
     super().__init__(config)
-    d = config.coarse.destseg
+    d = self.settings
     dtype = jnp.dtype(config.model.dtype)
     self.teacher = resnet.ResNet18(3, dtype)
     self.student = Student(dtype)
     self.segnet = SegmentationNet(d.seg_channels, tuple(d.aspp_rates), dtype)
-    self.student_tx = _sgd(d.lr_student, d.momentum, d.weight_decay)
-    self.segnet_tx = optax.multi_transform(
-        {'res': _sgd(d.lr_segnet_blocks, d.momentum, d.weight_decay),
-         'head': _sgd(d.lr_segnet_head, d.momentum, d.weight_decay)},
-        lambda params: {k: jax.tree_util.tree_map(
-            lambda _, k=k: 'res' if k.startswith('res') else 'head', v)
-                        for k, v in params.items()})
+    self.optimizers = [
+        Optimizer('student', ('student',),
+                  _sgd(d.lr_student, d.momentum, d.weight_decay)),
+        Optimizer('segnet', ('segnet',), optax.multi_transform(
+            {'res': _sgd(d.lr_segnet_blocks, d.momentum, d.weight_decay),
+             'head': _sgd(d.lr_segnet_head, d.momentum, d.weight_decay)},
+            _segnet_groups))]
     self.student_steps = int(round(d.student_fraction * config.train.cas_steps))
 
   def check_config(self) -> None:
-    d = self.config.coarse.destseg
+    d = self.settings
     if not 0 <= d.student_fraction <= 1:
       raise UserInputError('config.coarse.destseg.student_fraction: must be in '
                            f'[0, 1], got {d.student_fraction}')
@@ -185,7 +172,7 @@ class DeSTSeg(base.CoarseMethod):
               'segnet': self.segnet.init(k_segnet, seg_in)}
 
     variables = jax.jit(init)()
-    teacher = self.config.coarse.destseg.teacher
+    teacher = self.settings.teacher
     if teacher != 'random':
       variables['teacher'] = resnet.load_weights(teacher, num_layers=3)
     return variables
@@ -209,26 +196,21 @@ class DeSTSeg(base.CoarseMethod):
     logits = self._segment(teacher, student, v['segnet'], train=False)
     return _resize(jax.nn.sigmoid(logits), images.shape[1], images.shape[2])
 
-  def image_score(self, maps: jax.Array) -> jax.Array:
-    return scoring.top_k_mean(maps, self.config.coarse.destseg.top_k)
-
-  def batch_keys(self) -> tuple[str, ...]:
-    return ('image', 'augmented', 'mask')
+  def image_score(self, maps: jax.Array, outputs=None) -> jax.Array:
+    del outputs
+    return scoring.top_k_mean(maps, self.settings.top_k)
 
   # Training.
 
-  def create_train_state(self, mesh) -> DestsegState:
-    variables = self._init_variables()
-    params = {k: variables[k]['params'] for k in ('student', 'segnet')}
-    state = DestsegState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        batch_stats={k: variables[k]['batch_stats'] for k in variables},
-        frozen_params={'teacher': variables['teacher']['params']},
-        student_opt=self.student_tx.init(params['student']),
-        segnet_opt=self.segnet_tx.init(params['segnet']))
+  def create_state(self, mesh) -> TrainState:
+    state = TrainState.create(self._init_variables(), self.optimizers,
+                              frozen=('teacher',))
     return jax.device_put(state, sharding.replicated(mesh))
 
-  def _student_loss(self, state: DestsegState, batch):
+  def _student_step(self, state: TrainState, batch, rng, context):
+    """Phase 1: the student on the augmented image matches the teacher on the
+    clean image (mean over levels of 1 - cosine similarity)."""
+    del rng, context
     v = _split(state.variables)
     teacher = self._teacher(v, batch['image'])
 
@@ -238,23 +220,24 @@ class DeSTSeg(base.CoarseMethod):
           batch['augmented'], train=True, mutable=['batch_stats'])
       distances = [jnp.mean(1.0 - jnp.sum(_normalize(s) * t, axis=-1))
                    for s, t in zip(student, teacher)]
-      loss = sum(distances) / len(distances)
-      return loss, updates['batch_stats']
+      return sum(distances) / len(distances), updates['batch_stats']
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params['student'])
-    new = _update(state, 'student', self.student_tx, grads, stats)
-    zero = jnp.zeros(())
-    return new, loss, steps.all_finite(loss, grads), {
-        'cosine': loss, 'focal': zero, 'l1': zero}
+    finite = all_finite(loss, grads)
+    new = state.apply_gradients('student', {'student': grads}, {'student': stats})
+    return finish_step(state, new, finite), {'loss': loss, 'cosine': loss,
+                                             'phase': jnp.float32(1)}, finite
 
-  def _segnet_loss(self, state: DestsegState, batch):
+  def _segnet_step(self, state: TrainState, batch, rng, context):
+    """Phase 2, student frozen: focal + L1 loss of the segmentation net."""
+    del rng, context
     v = _split(state.variables)
     images = batch['augmented']
     teacher = self._teacher(v, images)
     student = [_normalize(jax.lax.stop_gradient(f))
                for f in self.student.apply(v['student'], images)]
-    gamma = self.config.coarse.destseg.focal_gamma
+    gamma = self.settings.focal_gamma
 
     def loss_fn(params):
       logits, updates = self._segment(
@@ -268,37 +251,27 @@ class DeSTSeg(base.CoarseMethod):
 
     (loss, (stats, focal, l1)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params['segnet'])
-    new = _update(state, 'segnet', self.segnet_tx, grads, stats)
-    return new, loss, steps.all_finite(loss, grads), {
-        'cosine': jnp.zeros(()), 'focal': focal, 'l1': l1}
+    finite = all_finite(loss, grads)
+    new = state.apply_gradients('segnet', {'segnet': grads}, {'segnet': stats})
+    return finish_step(state, new, finite), {
+        'loss': loss, 'focal': focal, 'l1': l1, 'phase': jnp.float32(2)}, finite
 
-  def phases(self):
+  def phases(self) -> list[stage.Phase]:
     """Phase 1 (student) for the first `student_steps` steps, then phase 2."""
-    return [(0, functools.partial(self._step, self._student_loss, 1)),
-            (self.student_steps, functools.partial(self._step,
-                                                   self._segnet_loss, 2))]
+    return [stage.Phase(0, self._student_step, 'student'),
+            stage.Phase(self.student_steps, self._segnet_step, 'segnet')]
 
-  def _step(self, loss_fn, phase: int, state: DestsegState, batch):
-    new, loss, finite, parts = loss_fn(state, batch)
-    step_metrics = DestsegMetrics.single_from_model_output(
-        loss=loss[None], phase=jnp.full((1,), phase, jnp.float32),
-        mask=finite[None], **{k: v[None] for k, v in parts.items()})
-    return steps.keep_if_finite(state, new, finite), step_metrics, finite
+  def batch_keys(self) -> tuple[str, ...]:
+    return ('image', 'augmented', 'mask')
 
 
-def _update(state: DestsegState, net: str, tx, grads, batch_stats):
-  """Applies `tx` to network `net` ('student' or 'segnet') of the state."""
-  opt_field = f'{net}_opt'
-  updates, opt = tx.update(grads, getattr(state, opt_field), state.params[net])
-  return state.replace(
-      params=dict(state.params, **{net: optax.apply_updates(state.params[net],
-                                                            updates)}),
-      batch_stats=dict(state.batch_stats, **{net: batch_stats}),
-      **{opt_field: opt})
+def _segnet_groups(params: dict) -> dict:
+  """Optimiser labels of {'segnet': params}: 'res' blocks, the rest 'head'."""
+  return {net: {k: jax.tree_util.tree_map(
+      lambda _, k=k: 'res' if k.startswith('res') else 'head', v)
+                for k, v in p.items()} for net, p in params.items()}
 
 
 def _split(variables: dict) -> dict[str, dict]:
   """{'params': {net: ...}, 'batch_stats': {net: ...}} -> {net: variables}."""
-  return {k: {'params': variables['params'][k],
-              'batch_stats': variables['batch_stats'][k]}
-          for k in variables['params']}
+  return {k: network_variables(variables, k) for k in variables['params']}

@@ -1,40 +1,136 @@
 """TASAD's coarse stage (CAS): the segmenter on the whole image.
 
-Trained with MSE + (1 - SSIM) against the pseudo-anomaly mask; the map is the
-raw network output; the image score the maximum of the 21x21 mean-filtered map.
+Trained with MSE + (1 - SSIM) against the pseudo-anomaly mask by Adam (lr x0.2
+at 80% and 90% of the steps); the map is the raw network output; the image
+score the maximum of the 21x21 mean-filtered map. The segmenter's state and
+step are shared with TASAD's fine stage (`tasad_jax.fine`).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-from tasad_jax import scoring, steps
-from tasad_jax.methods import base
+from tasad_jax import losses, models, sharding, stage
+from tasad_jax.errors import UserInputError
+from tasad_jax.methods import base, registry
+from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
+                                   finish_step, piecewise_schedule)
+
+NETWORK = 'segmenter'
 
 
+def segmenter(config) -> models.Segmenter:
+  """The TASAD segmenter of `config.model`."""
+  return models.Segmenter(width=config.model.width,
+                          dtype=jnp.dtype(config.model.dtype))
+
+
+def check_segmenter_config(config) -> None:
+  """The segmenter pools twice: the image size must divide by 4."""
+  size = config.data.image_size
+  if not isinstance(size, int) or size % 4:
+    raise UserInputError(f'config.data.image_size: {size!r} must be a multiple '
+                         'of 4 (two 2x poolings of the segmenter)')
+  if config.model.width < 1:
+    raise UserInputError('config.model.width: must be >= 1')
+
+
+def schedule(config, steps: int) -> optax.Schedule:
+  """Adam's lr of config.train, decayed at `lr_decay_at` fractions of `steps`."""
+  t = config.train
+  return piecewise_schedule(t.learning_rate, steps, t.lr_decay_at,
+                            t.lr_decay_factor)
+
+
+def segmenter_state(config, key: jax.Array, steps: int, mesh) -> TrainState:
+  """A segmenter with Adam, initialised from `key`, replicated over `mesh`."""
+  model = segmenter(config)
+  size = config.data.image_size
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)),
+                                           train=False))(key)
+  state = TrainState.create(
+      networks={NETWORK: variables},
+      optimizers=[Optimizer('adam', (NETWORK,), optax.adam(schedule(config, steps)))])
+  return jax.device_put(state, sharding.replicated(mesh))
+
+
+def segmenter_phase(model: models.Segmenter, loss_fn: Callable, input_key: str,
+                    lr: optax.Schedule) -> stage.PhaseFn:
+  """One Adam step of the segmenter on `batch[input_key]` against the mask."""
+
+  def step(state: TrainState, batch, rng, context):
+    del rng, context
+    stats = state.batch_stats[NETWORK]
+
+    def compute_loss(params):
+      prediction, updates = model.apply(
+          {'params': params, 'batch_stats': stats}, batch[input_key],
+          train=True, mutable=['batch_stats'])
+      loss, parts = loss_fn(prediction, batch['mask'])
+      return loss, (updates['batch_stats'], parts)
+
+    (loss, (new_stats, parts)), grads = jax.value_and_grad(
+        compute_loss, has_aux=True)(state.params[NETWORK])
+    finite = all_finite(loss, grads)
+    updated = state.apply_gradients('adam', {NETWORK: grads}, {NETWORK: new_stats})
+    return (finish_step(state, updated, finite),
+            {'loss': loss, 'learning_rate': lr(state.step), **parts}, finite)
+
+  return step
+
+
+@functools.lru_cache(maxsize=8)
+def _forward(model: models.Segmenter, mesh) -> Callable:
+  return stage.make_predict(functools.partial(model.apply, train=False), mesh)
+
+
+def segmenter_images(model: models.Segmenter, state: TrainState,
+                     inputs: np.ndarray, mask: np.ndarray, mesh) -> dict:
+  """Input, mask and eval-mode prediction of up to 4 samples (this process's)."""
+  prediction = sharding.to_local(_forward(model, mesh)(
+      state.network(NETWORK), sharding.to_global({'x': inputs}, mesh)['x']))
+  n = min(4, len(mask))
+  return {'input': np.asarray(inputs[:n]), 'mask': np.asarray(mask[:n]),
+          'prediction': np.clip(prediction[:n], 0.0, 1.0)}
+
+
+@registry.register
 class TasadCas(base.CoarseMethod):
   """TASAD's CAS, the default coarse stage."""
 
-  name = 'tasad_cas'
-  label = 'CAS'
+  method = 'tasad_cas'
+  defaults = {}  # Its settings are config.model and config.train.
 
   def __init__(self, config):
     super().__init__(config)
-    self.model = steps.create_model(config)
-    self._step = functools.partial(
-        steps.train_step, stage='cas',
-        schedule=steps.learning_rate_schedule(config, steps.num_steps(config, 'cas')))
+    self.model = segmenter(config)
 
-  def create_train_state(self, mesh) -> steps.TrainState:
-    return steps.create_train_state(self.config, 'cas', mesh)
+  def check_config(self) -> None:
+    check_segmenter_config(self.config)
 
-  def phases(self):
-    return [(0, self._step)]
+  def create_state(self, mesh) -> TrainState:
+    return segmenter_state(self.config, self.init_key(), self.num_steps, mesh)
+
+  def phases(self) -> list[stage.Phase]:
+    return [stage.Phase(0, segmenter_phase(
+        self.model, losses.cas_loss, 'augmented',
+        schedule(self.config, self.num_steps)))]
+
+  def summary_images(self, state, batch, context, mesh):
+    return segmenter_images(self.model, state, batch['augmented'], batch['mask'],
+                            mesh)
 
   def anomaly_map(self, variables, images: jax.Array) -> jax.Array:
-    return self.model.apply(variables, images, train=False)
+    return self.model.apply({'params': variables['params'][NETWORK],
+                             'batch_stats': variables['batch_stats'][NETWORK]},
+                            images, train=False)
 
-  def image_score(self, maps: jax.Array) -> jax.Array:
-    return scoring.max_of_mean_filter(maps)
+  @classmethod
+  def row_labels(cls) -> tuple[str, str]:
+    return 'cas', 'tasad'

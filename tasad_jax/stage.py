@@ -1,0 +1,140 @@
+"""The contract every trainable stage keeps, and the jitted programs it makes.
+
+A stage (a coarse method, or TASAD's fine stage around one) gives:
+
+* `create_state(mesh)`: its `TrainState` (deterministic in config.seed),
+  replicated over the mesh;
+* `phases()`: its training phases, each a pure function
+  `(state, batch, rng, context) -> (state, metrics, finite)` and the first
+  step it runs at. `batch` holds `batch_keys()` of the train stream (split
+  over the mesh), `rng` is a key folded in by the step number (the same
+  stream after a resume), `context` is read-only replicated data from earlier
+  stages (`context(workdir, mesh)`, e.g. the frozen coarse variables of the
+  fine stage; None for most). `metrics` is a flat dict of scalars; a
+  non-finite step must leave the state unchanged but for its step counter;
+* `prepare_batch(batch, context, mesh)`: host-side work on a numpy batch before the
+  step (identity unless a stage needs the host, e.g. scikit-image SLIC);
+* `summary_images(state, batch, context, mesh)`: a few images for TensorBoard;
+* `inference_variables(state)`: what inference needs (no optimiser states, no
+  discriminators), the only variables that reach maps, export and predict.
+
+This module is the generic layer: it imports no method. Each phase becomes
+one jitted program with fixed shardings (batch split on 'data', the state
+replicated and donated); the host picks the phase by step number (a
+`lax.cond` over phases costs ~20x on XLA:CPU).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from tasad_jax import sharding
+from tasad_jax.train_state import TrainState
+
+# (state, batch, rng, context) -> (state, {name: scalar}, finite flag)
+PhaseFn = Callable[[TrainState, dict, jax.Array, Any],
+                   tuple[TrainState, dict, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """A training phase: its step function and the first step it runs at."""
+  start: int
+  fn: PhaseFn
+  name: str = 'train'
+
+
+class Stage(abc.ABC):
+  """A trainable stage; `name` is its checkpoint and log folder."""
+
+  name: str = ''
+  seed_index: int = 0  # Folded into config.seed for init and step keys.
+
+  def __init__(self, config):
+    self.config = config
+
+  @property
+  def num_steps(self) -> int:
+    return int(self.config.train[f'{self.name}_steps'])
+
+  def init_key(self) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(self.config.seed), self.seed_index)
+
+  @abc.abstractmethod
+  def create_state(self, mesh) -> TrainState:
+    """The initial train state, replicated over `mesh`."""
+
+  @abc.abstractmethod
+  def phases(self) -> list[Phase]:
+    """The training phases in order of their first step (the first at 0)."""
+
+  def batch_keys(self) -> tuple[str, ...]:
+    """The keys of the (prepared) train batch the phases read."""
+    return ('augmented', 'mask')
+
+  def context(self, workdir: str, mesh) -> Any:
+    """Read-only replicated inputs of every step (None: none)."""
+    del workdir, mesh
+    return None
+
+  def prepare_batch(self, batch: dict[str, np.ndarray], context: Any, mesh
+                    ) -> dict[str, np.ndarray]:
+    """Host-side preparation of this process's numpy batch (default: none)."""
+    del context, mesh
+    return batch
+
+  def summary_images(self, state: TrainState, batch: dict[str, np.ndarray],
+                     context: Any, mesh) -> dict[str, np.ndarray]:
+    """Images [n, H, W, C] in [0, 1] by name, for TensorBoard (default none).
+
+    `batch` is this process's prepared numpy batch; the state is global.
+    """
+    del state, batch, context, mesh
+    return {}
+
+  def inference_variables(self, state: TrainState) -> Any:
+    """The variables inference takes (default: every network's)."""
+    return state.variables
+
+  def check_config(self) -> None:
+    """Raises UserInputError naming a bad field of this stage."""
+
+
+def compile_phases(stage: Stage, state: TrainState, mesh, context: Any = None
+                   ) -> Callable[[int], Callable]:
+  """Jits each phase of `stage`; returns step -> the program of that step.
+
+  Each program is `(state, batch, context) -> (state, metrics, finite)`, with
+  the phase's key `fold_in(fold_in(key(seed), stage), step)` made inside.
+  """
+  state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
+  rep = sharding.replicated(mesh)
+  context_sharding = jax.tree_util.tree_map(lambda _: rep, context)
+  key = stage.init_key()
+  programs = []
+  for phase in sorted(stage.phases(), key=lambda p: p.start):
+
+    def step(state, batch, context, fn=phase.fn):
+      return fn(state, batch, jax.random.fold_in(key, state.step), context)
+
+    programs.append((phase.start, jax.jit(
+        step, in_shardings=(state_sharding, sharding.batch_sharded(mesh),
+                            context_sharding),
+        out_shardings=(state_sharding, rep, rep), donate_argnums=(0,))))
+
+  def program_at(step: int) -> Callable:
+    return [fn for start, fn in programs if step >= start][-1]
+  return program_at
+
+
+def make_predict(fn: Callable, mesh) -> Callable:
+  """Jitted `fn(variables, images)` with variables replicated, images and
+  outputs split over the batch."""
+  return jax.jit(fn, in_shardings=(sharding.replicated(mesh),
+                                   sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.batch_sharded(mesh))

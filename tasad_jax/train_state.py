@@ -1,0 +1,135 @@
+"""Train state of any stage: several networks, an optimiser per group.
+
+The generic bottom layer of training (no method, no TensorFlow): one pytree
+holds every array a stage trains or keeps (checkpointed whole), optimisers
+update named groups of networks, and a step that saw a non-finite loss or
+gradient changes nothing but its step counter.
+
+    state = TrainState.create(
+        networks={'generator': g_vars, 'discriminator': d_vars},
+        optimizers=[Optimizer('g', ('generator',), optax.adam(1e-4)),
+                    Optimizer('d', ('discriminator',), optax.adam(1e-4))])
+    state = state.apply_gradients('d', d_grads, d_stats)
+    state = state.apply_gradients('g', g_grads, g_stats)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, NamedTuple
+
+from flax import struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class Optimizer(NamedTuple):
+  """An optax transform over the parameters of some networks."""
+  name: str
+  networks: tuple[str, ...]
+  tx: optax.GradientTransformation
+
+
+class TrainState(struct.PyTreeNode):
+  """Step, per-network parameters and BatchNorm statistics, optimiser states.
+
+  Attributes:
+    step: steps taken (also by skipped non-finite steps).
+    params: {network: parameters} of the trained networks.
+    batch_stats: {network: BatchNorm statistics} (empty dict: none).
+    frozen: {network: parameters} kept fixed (e.g. a pretrained teacher).
+    opt_state: {optimizer name: optax state}.
+    optimizers: the Optimizer of each group (static, not checkpointed).
+  """
+  step: jax.Array
+  params: dict
+  batch_stats: dict
+  frozen: dict
+  opt_state: dict
+  optimizers: tuple[Optimizer, ...] = struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, networks: dict[str, dict], optimizers: Iterable[Optimizer],
+             frozen: Iterable[str] = ()) -> 'TrainState':
+    """A state at step 0 from each network's flax variables.
+
+    Args:
+      networks: {name: {'params': ..., 'batch_stats'?: ...}}.
+      optimizers: one per group of trained networks; every network not in
+        `frozen` must belong to exactly one.
+      frozen: networks whose parameters are kept fixed.
+    """
+    optimizers, frozen = tuple(optimizers), set(frozen)
+    owned = [n for o in optimizers for n in o.networks]
+    trained = sorted(set(networks) - frozen)
+    if sorted(owned) != trained:
+      raise ValueError(f'optimizers cover {sorted(owned)}, trained networks '
+                       f'are {trained}')
+    params = {n: networks[n]['params'] for n in trained}
+    return cls(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats={n: v['batch_stats'] for n, v in networks.items()
+                     if 'batch_stats' in v},
+        frozen={n: networks[n]['params'] for n in sorted(frozen)},
+        opt_state={o.name: o.tx.init({n: params[n] for n in o.networks})
+                   for o in optimizers},
+        optimizers=optimizers)
+
+  @property
+  def variables(self) -> dict:
+    """{'params': {network: ...}, 'batch_stats': {network: ...}} of all networks."""
+    return {'params': {**self.params, **self.frozen},
+            'batch_stats': self.batch_stats}
+
+  def network(self, name: str) -> dict:
+    """The flax variables of one network, as its `apply` takes them."""
+    return network_variables(self.variables, name)
+
+  def apply_gradients(self, optimizer: str, grads: dict,
+                      batch_stats: dict | None = None) -> 'TrainState':
+    """One update of an optimiser's networks; `grads` is {network: grads}.
+
+    `batch_stats` ({network: statistics}) replaces those networks' statistics.
+    The step counter does not move (`finish_step` moves it once per step).
+    """
+    opt = next(o for o in self.optimizers if o.name == optimizer)
+    current = {n: self.params[n] for n in opt.networks}
+    updates, opt_state = opt.tx.update(grads, self.opt_state[optimizer], current)
+    new = optax.apply_updates(current, updates)
+    return self.replace(
+        params={**self.params, **new},
+        batch_stats={**self.batch_stats, **(batch_stats or {})},
+        opt_state={**self.opt_state, optimizer: opt_state})
+
+
+def network_variables(variables: dict, name: str) -> dict:
+  """{'params', 'batch_stats'?} of network `name` in a state's `variables`."""
+  out = {'params': variables['params'][name]}
+  if name in variables.get('batch_stats', {}):
+    out['batch_stats'] = variables['batch_stats'][name]
+  return out
+
+
+def all_finite(*trees: Any) -> jax.Array:
+  """Whether every entry of every array in `trees` is finite."""
+  leaves = [x for t in trees for x in jax.tree_util.tree_leaves(t)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def finish_step(state: TrainState, updated: TrainState,
+                finite: jax.Array) -> TrainState:
+  """`updated` if `finite`, else `state`; the step counter moves either way."""
+  new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b),
+                               updated, state)
+  return new.replace(step=state.step + 1)
+
+
+def piecewise_schedule(learning_rate: float, steps: int,
+                       decay_at: Iterable[float] = (),
+                       decay_factor: float = 1.0) -> optax.Schedule:
+  """Constant `learning_rate`, times `decay_factor` at each fraction of `steps`."""
+  boundaries: dict[int, float] = {}
+  for fraction in decay_at:
+    at = int(fraction * steps)
+    boundaries[at] = boundaries.get(at, 1.0) * decay_factor
+  return optax.piecewise_constant_schedule(learning_rate, boundaries)

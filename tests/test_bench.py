@@ -1,0 +1,50 @@
+"""Every benchmark runs at a tiny size and prints parseable JSON lines.
+
+Speed targets live in bench/ (BENCHMARKS.md), never in timed tests; this test
+only keeps each script working as the code under it changes.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, write_tree
+
+# Tiny arguments of each bench script; a new script must be added here.
+TINY_ARGS = {
+    'input_pipeline.py': ['--size', '32', '--batch', '4', '--batches', '2',
+                          '--warmup', '1'],
+    'metrics.py': ['--images', '6', '--size', '32'],
+    'train_step.py': ['--width', '4', '--size', '32', '--batch', '2',
+                      '--warmup', '1', '--repeats', '1', '--fas', '--destseg',
+                      '--seg_channels', '16', '--no_torch'],
+    'inference.py': ['--sizes', 'tiny', '--batch', '2', '--repeats', '1'],
+    'superpixels.py': ['--root', '{root}', '--category', 'widget', '--size',
+                       '32', '--images', '2', '--n_segments', '20'],
+}
+HELPERS = {'torch_reference.py'}  # Imported by the benches, not run.
+
+
+def test_every_bench_has_tiny_arguments():
+  scripts = {os.path.basename(p) for p in glob.glob(os.path.join(REPO, 'bench', '*.py'))}
+  assert scripts - HELPERS == set(TINY_ARGS)
+
+
+@pytest.mark.parametrize('script', sorted(TINY_ARGS))
+def test_bench_runs_at_tiny_size(script, tmp_path):
+  root = str(tmp_path / 'data')
+  write_tree(root, 'widget')
+  args = [a.format(root=root) for a in TINY_ARGS[script]]
+  result = subprocess.run([sys.executable, os.path.join(REPO, 'bench', script),
+                           *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [json.loads(l) for l in result.stdout.splitlines() if l.startswith('{')]
+  assert lines and all('bench' in l for l in lines)
+  for line in lines:  # Every figure is a finite number or a label.
+    for value in line.values():
+      assert not (isinstance(value, float) and value != value), line
