@@ -76,17 +76,3 @@ def test_fine_stage_adds_the_category_images(cas_data):
   expected = round(config.anomaly.fas_source_fraction * len(cas.pool))
   assert len(fas.pool) == max(1, expected) + len(cas.images)
   np.testing.assert_array_equal(fas.pool.images[-len(cas.images):], cas.images)
-
-
-def test_test_stream_keeps_order_and_metadata(tiny_config):
-  split = input_pipeline.load_split(tiny_config, 'test')
-  batches = list(input_pipeline.test_dataset(split, 16).as_numpy_iterator())
-  n = len(split['label'])
-  assert sum(len(b['label']) for b in batches) == n
-  assert len(batches[-1]['label']) == n - 16 * (len(batches) - 1)
-  first = batches[0]
-  assert set(first) == {'image', 'mask', 'label', 'defect_type', 'path'}
-  assert first['image'].dtype == np.float32 and first['image'].max() <= 1.0
-  assert first['path'][0].decode() == split['path'][0]
-  np.testing.assert_array_equal(
-      np.concatenate([b['label'] for b in batches]), split['label'])

@@ -5,6 +5,7 @@ import tensorflow_datasets as tfds
 
 from conftest import write_tree
 from tasad_jax import input_pipeline
+from tasad_jax.datasets import tfds_mvtec  # noqa: F401 (registers mvtec_ad)
 
 
 def test_tfds_load_reads_the_manual_dir(tmp_path):
