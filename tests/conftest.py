@@ -78,6 +78,17 @@ def mvtec_tree(tmp_path):
   return root, write_tree(root)
 
 
+@pytest.fixture(scope='session')
+def tiny_workdir(tmp_path_factory):
+  """A workdir trained once per session with configs/tiny.py (both stages,
+  thresholds). Read it; a test that damages or extends it copies it first."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax import train  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('tiny_workdir') / 'run')
+  train.train_and_evaluate(tiny.get_config(), path)
+  return path
+
+
 @pytest.fixture
 def tiny_config():
   from configs import tiny  # pylint: disable=g-import-not-at-top

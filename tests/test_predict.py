@@ -12,18 +12,14 @@ import pytest
 from sklearn import metrics as skm
 
 import tasad_jax
-from tasad_jax import exporting, metrics, thresholds, train
+from tasad_jax import exporting, metrics, thresholds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  path = str(tmp_path_factory.mktemp('predict') / 'run')
-  train.train_and_evaluate(config, path)
-  return path
+@pytest.fixture
+def workdir(tiny_workdir):
+  return tiny_workdir
 
 
 def test_holdout_is_disjoint_and_thresholds_are_written(workdir):
