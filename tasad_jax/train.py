@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import (checkpointing, fileio, methods, preemption, refine, sharding,
-                       thresholds)
+from tasad_jax import (checkpointing, distributed, fileio, methods, preemption,
+                       refine, sharding, thresholds)
 from tasad_jax.checkpointing import checkpoint_dir, restore_stage
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 from tasad_jax.steps import (STAGES, create_model, create_stage_state,
@@ -68,8 +68,7 @@ def _write_config(config, workdir: str) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Trains the stages in `config.stages` in `workdir` (resuming if possible)."""
   from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  if config.distributed:
-    jax.distributed.initialize()
+  distributed.initialize(config)
   check_config(config, workdir)
   input_pipeline.check_config(config)
   os.makedirs(workdir, exist_ok=True)
@@ -189,6 +188,8 @@ def train_stage(config, workdir: str, stage: str, data, mesh,
     with jax.set_mesh(mesh):
       for step in range(start + 1, total + 1):
         batch = next(stream)
+        distributed.check_rows(stage, step, batch.pop('index'),
+                               config.train.batch_size)
         if stage == 'fas' and config.refine.on_device:
           inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
           state, step_metrics, finite = step_fn(
