@@ -18,6 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tasad_jax import datasets
+from tasad_jax import distributed
 from tasad_jax import errors
 from tasad_jax import evaluate as evaluate_lib
 
@@ -38,4 +39,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(distributed.launcher_main(main, lambda: FLAGS.config),
+          flags_parser=errors.parse_flags)

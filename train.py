@@ -12,6 +12,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from tasad_jax import distributed
 from tasad_jax import errors
 from tasad_jax import input_pipeline
 from tasad_jax import train as train_lib
@@ -36,4 +37,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(distributed.launcher_main(main, lambda: FLAGS.config),
+          flags_parser=errors.parse_flags)

@@ -80,7 +80,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.threshold.target_false_alarm_rate = 0.01  # Share of normal images/pixels flagged.
 
   config.stages = ('cas', 'fas')  # Stages to train, in order; FAS needs a trained CAS.
-  config.distributed = False  # Call jax.distributed.initialize() (multi-host jobs).
+  config.distributed = ml_collections.ConfigDict()  # Multi-process jobs (tasad_jax/distributed.py).
+  config.distributed.enabled = False  # Join a multi-host job; unset fields below come from the cluster (SLURM, TPU, Open MPI).
+  config.distributed.num_processes = 1  # Processes in the job; > 1 alone launches them locally on this machine.
+  config.distributed.coordinator_address = ''  # host:port of process 0 ('' = from the cluster, or the local launcher).
+  config.distributed.process_id = -1  # This process's id, 0..num_processes-1 (-1 = from the cluster or the launcher).
+  config.distributed.local_device_count = 0  # CPU devices per process (0 = JAX's default); for one-machine runs.
+  config.distributed.heartbeat_timeout_s = 100  # A process silent this long counts as dead; the others stop.
+  config.distributed.initialization_timeout_s = 300  # How long processes wait for each other to join.
+  config.distributed.shutdown_timeout_s = 300  # How long a finished process waits for the others at exit.
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 8  # Global batch over all devices (the reference uses 1).

@@ -62,7 +62,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     where = [a for a in argv[1:] if key and key in a.split('=')[0]]
     _fail(f'{where[0] if where else ""}: unknown config field {key!r}')
   except (OSError, ValueError, TypeError) as e:
-    _fail(str(e))
+    hint = ('; it is a section: set its fields (e.g. '
+            '--config.distributed.enabled=True)' if 'as a ConfigDict' in str(e)
+            else '')
+    _fail(str(e) + hint)
   for name, flag in flags.FLAGS.__flags.items():  # pylint: disable=protected-access
     if type(flag).__name__ == '_ConfigFlag':
       try:

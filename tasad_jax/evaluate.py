@@ -20,8 +20,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import (fileio, inference, methods, metrics, sharding,
-                       thresholds, visualize)
+from tasad_jax import (distributed, fileio, inference, methods, metrics,
+                       sharding, thresholds, visualize)
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
@@ -220,11 +220,13 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
   Returns the report of the single category, or {'categories': [...], 'mean'}
   (also written to `<workdir>/eval/summary.json`) for several.
   """
+  distributed.initialize(config)
   if len(categories) == 1:
     config = config.copy_and_resolve_references()
     config.data.category = categories[0]
     report = evaluate_category(config, workdir)
-    print(format_table(report) + ('\n' + report['note'] if 'note' in report else ''))
+    if jax.process_index() == 0:
+      print(format_table(report) + ('\n' + report['note'] if 'note' in report else ''))
     return report
   reports = []
   for name in categories:
@@ -232,7 +234,7 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
     c.data.category = name
     reports.append(evaluate_category(c, os.path.join(workdir, name)))
   summary = {'categories': reports + [mean_report(reports)]}
-  print(format_table(summary))
   if jax.process_index() == 0:
+    print(format_table(summary))
     fileio.write_json(os.path.join(workdir, 'eval', 'summary.json'), summary)
   return summary

@@ -18,7 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from tasad_jax import checkpointing, fine, methods, sharding, stage
+from tasad_jax import (checkpointing, distributed, fine, methods, sharding,
+                       stage)
 
 
 def coarse_only(coarse: methods.CoarseMethod, variables, images
@@ -84,15 +85,17 @@ class TwoStage:
 
   def run(self, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     """Maps and scores of any number of images (uint8, or float in [0, 1]),
-    `batch_size` at a time; the FAS inputs are not kept."""
+    `batch_size` at a time; the FAS inputs are not kept. In a multi-process
+    job, each process runs its share of every batch and all get every row."""
     outputs: dict[str, list] = {}
     for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
+      n = len(images[start:start + batch_size])
+      chunk = distributed.local_rows(images[start:start + batch_size])
       if chunk.dtype == np.uint8:
         chunk = chunk.astype(np.float32) / 255.0
       for key, value in self(chunk).items():
         if key != 'fas_input':
-          outputs.setdefault(key, []).append(value)
+          outputs.setdefault(key, []).append(distributed.gather_rows(value, n))
     return {k: np.concatenate(v) for k, v in outputs.items()}
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

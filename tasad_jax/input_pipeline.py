@@ -160,8 +160,9 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   """The infinite train stream of this process, starting at global `start_step`.
 
   Yields batches {'image', 'augmented': float32 [b, S, S, 3] in [0, 1],
-  'mask': float32 [b, S, S, 1] in {0, 1}, 'label': int32 [b]} where b is the
-  global `batch_size` divided by the process count.
+  'mask': float32 [b, S, S, 1] in {0, 1}, 'label': int32 [b], 'index': int64
+  [b] (the global example indices)} where b is the global `batch_size` divided
+  by the process count.
   """
   params = anomaly_params(config)
   index, count, local = _process_split(batch_size, process_index, process_count)
@@ -184,11 +185,11 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
     s = tf.random.experimental.stateless_split(seed, 2)
     source_index = tf.random.stateless_uniform([], s[0], 0, num_sources,
                                                dtype=tf.int64)
-    return anomalies.synthesize(
+    return dict(anomalies.synthesize(
         tf.cast(tf.gather(images, image_index), tf.float32) / 255.0,
         tf.cast(tf.gather(src_images, source_index), tf.float32) / 255.0,
         tf.gather(src_segments, source_index),
-        tf.gather(src_counts, source_index), s[1], params)
+        tf.gather(src_counts, source_index), s[1], params), index=i)
 
   ds = tf.data.Dataset.counter(start_step, dtype=tf.int64)
   ds = ds.map(lambda step: step * batch_size + index * local + tf.range(

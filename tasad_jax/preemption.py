@@ -7,6 +7,11 @@ only finalises complete checkpoints and the data stream is a pure function of
 the step, so a restart resumes exactly. A lock file keeps a second run from
 writing into a workdir that a live run is using; the kernel releases it when
 the holder dies, whatever kills it.
+
+In a multi-process job, process 0 holds the lock for the whole job and tells
+the others whether it got it, so a second job is refused by all its processes
+at once; SIGTERM is left to JAX's preemption notifier, which makes every
+process stop at the same step (`multihost_utils.reached_preemption_sync_point`).
 """
 
 from __future__ import annotations
@@ -19,36 +24,47 @@ import threading
 
 import jax
 
+from tasad_jax import distributed
 from tasad_jax.errors import UserInputError
 
 LOCK_NAME = '.lock'
 
 
 class WorkdirLock:
-  """An exclusive, non-blocking lock on `<workdir>/.lock` (process 0 only)."""
+  """An exclusive, non-blocking lock on `<workdir>/.lock`, held by process 0
+  for the whole job; every process of a refused job raises."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_NAME)
     self._fd = None
 
   def __enter__(self) -> 'WorkdirLock':
-    if jax.process_index() != 0:
-      return self
+    holder = self._acquire() if jax.process_index() == 0 else 0
+    if jax.process_count() > 1:  # All processes learn process 0's outcome.
+      holder = distributed.broadcast_from_first(holder)
+    if holder:
+      self.__exit__()
+      raise UserInputError(
+          f'{os.path.dirname(self.path)}: another run (pid '
+          f'{holder if holder > 0 else "unknown"}) is using this workdir; wait '
+          'for it or use another --workdir')
+    return self
+
+  def _acquire(self) -> int:
+    """Takes the lock: 0, or the holder's pid (-1 if unknown) when taken."""
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-      holder = os.read(fd, 64).decode(errors='replace').strip() or 'unknown'
+      holder = os.read(fd, 64).decode(errors='replace').strip()
       os.close(fd)
       if e.errno in (errno.EAGAIN, errno.EACCES):
-        raise UserInputError(
-            f'{os.path.dirname(self.path)}: another run (pid {holder}) is '
-            'using this workdir; wait for it or use another --workdir') from None
+        return int(holder) if holder.isdigit() and int(holder) > 0 else -1
       raise
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     self._fd = fd
-    return self
+    return 0
 
   def __exit__(self, *exc) -> None:
     if self._fd is not None:
@@ -69,7 +85,10 @@ class StopOnSigterm:
     self.requested = True
 
   def __enter__(self) -> 'StopOnSigterm':
-    if threading.current_thread() is threading.main_thread():
+    # In a job, JAX's own SIGTERM handler feeds the preemption sync point; a
+    # Python handler would replace it.
+    if (threading.current_thread() is threading.main_thread()
+        and jax.process_count() == 1):
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import (checkpointing, fileio, fine, methods, preemption,
-                       sharding, stage as stage_lib, thresholds)
+from tasad_jax import (checkpointing, distributed, fileio, fine, methods,
+                       preemption, sharding, stage as stage_lib, thresholds)
 from tasad_jax.checkpointing import checkpoint_dir
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 
@@ -74,8 +74,7 @@ def _write_config(config, workdir: str) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Trains the stages in `config.stages` in `workdir` (resuming if possible)."""
   from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  if config.distributed:
-    jax.distributed.initialize()
+  distributed.initialize(config)
   check_config(config, workdir)
   input_pipeline.check_config(config)
   os.makedirs(workdir, exist_ok=True)
@@ -209,7 +208,10 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
   try:
     with jax.set_mesh(mesh):
       for step in range(start + 1, total + 1):
-        batch = stage.prepare_batch(next(stream), context, mesh)
+        batch = next(stream)
+        distributed.check_rows(name, step, batch.pop('index'),
+                               config.train.batch_size)
+        batch = stage.prepare_batch(batch, context, mesh)
         inputs = sharding.to_global({k: batch[k] for k in stage.batch_keys()},
                                     mesh)
         state, step_metrics, finite = program_at(step - 1)(state, inputs,
