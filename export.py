@@ -20,6 +20,8 @@ from tasad_jax import exporting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
+flags.DEFINE_integer('restore_step', 0, 'Checkpoint step of each stage to use '
+                     '(0 = the latest).')
 flags.DEFINE_string('output', None, 'File (stablehlo) or folder (saved_model).')
 flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'saved_model'],
                   'Serialisation format.')
@@ -29,7 +31,7 @@ flags.mark_flags_as_required(['workdir', 'output'])
 @errors.cli_main
 def main(argv):
   del argv  # Checked by cli_main.
-  model = tasad_jax.load(FLAGS.workdir)
+  model = tasad_jax.load(FLAGS.workdir, FLAGS.restore_step)
   if FLAGS.format == 'stablehlo':
     exporting.export_stablehlo(model, FLAGS.output)
   else:

@@ -18,6 +18,8 @@ from tasad_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
+flags.DEFINE_integer('restore_step', 0, 'Checkpoint step of each stage to use '
+                     '(0 = the latest).')
 flags.DEFINE_string('input', None, 'An image file, a folder, or a glob.')
 flags.DEFINE_string('output', None, 'Folder for scores.csv, masks, heat maps.')
 flags.DEFINE_integer('batch_size', 16, 'Images per batch.')
@@ -28,7 +30,8 @@ flags.mark_flags_as_required(['workdir', 'input', 'output'])
 def main(argv):
   del argv  # Checked by cli_main.
   counts = batch_predict.predict_files(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                       FLAGS.batch_size)
+                                       FLAGS.batch_size,
+                                       restore_step=FLAGS.restore_step)
   print(f'{counts["scored"]} images scored, {counts["failed"]} unreadable; '
         f'{os.path.join(FLAGS.output, "scores.csv")}')
 

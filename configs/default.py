@@ -79,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.threshold.holdout_fraction = 0.1  # Normal train images held out to set thresholds.
   config.threshold.target_false_alarm_rate = 0.01  # Share of normal images/pixels flagged.
 
+  config.restore_step = 0  # Evaluation restores this checkpoint step of each stage (0 = the latest).
   config.stages = ('cas', 'fas')  # Stages to train, in order; FAS needs a trained CAS.
   config.distributed = ml_collections.ConfigDict()  # Multi-process jobs (tasad_jax/distributed.py).
   config.distributed.enabled = False  # Join a multi-host job; unset fields below come from the cluster (SLURM, TPU, Open MPI).

@@ -11,7 +11,7 @@ Modules that touch TensorFlow (`input_pipeline`, `anomalies`,
 __version__ = '0.1.0'
 
 
-def load(workdir: str):
+def load(workdir: str, restore_step: int = 0):
   """The trained model of a workdir, ready to predict (see `predictor`)."""
   from tasad_jax import predictor  # pylint: disable=g-import-not-at-top
-  return predictor.load(workdir)
+  return predictor.load(workdir, restore_step)

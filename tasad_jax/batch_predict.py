@@ -49,12 +49,12 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def predict_files(workdir: str, pattern: str, output: str,
-                  batch_size: int = 16) -> dict:
+                  batch_size: int = 16, restore_step: int = 0) -> dict:
   """Scores every image of `pattern`; returns counts of scored and failed."""
   paths = list_inputs(pattern)
   if os.path.exists(output) and not os.path.isdir(output):
     raise UserInputError(f'{output}: output exists and is not a folder')
-  model = predictor_lib.load(workdir)
+  model = predictor_lib.load(workdir, restore_step)
   root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
   for sub in ('masks', 'heatmaps'):
     os.makedirs(os.path.join(output, sub), exist_ok=True)

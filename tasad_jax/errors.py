@@ -32,6 +32,12 @@ class TrainingFault(Error):
   exit_status = 3
 
 
+class CheckpointWriteError(Error):
+  """A checkpoint could not be written (full or read-only disk, ...)."""
+
+  exit_status = 1
+
+
 class Preempted(Error):
   """SIGTERM: the run saved a checkpoint and stopped; rerun to resume."""
 

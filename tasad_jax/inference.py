@@ -74,12 +74,15 @@ class TwoStage:
 
   @classmethod
   def from_workdir(cls, config, workdir: str, mesh) -> 'TwoStage':
-    """The trained stages of a workdir, with the test-time FAS thresholds."""
+    """The trained stages of a workdir (the latest checkpoints, or step
+    `config.restore_step` of each), with the test-time FAS thresholds."""
     fine_stage = fine.FineStage(config)
-    cas = fine.restore_inference_variables(fine_stage.coarse, workdir, mesh)
+    step = config.get('restore_step', 0) or None
+    cas = fine.restore_inference_variables(fine_stage.coarse, workdir, mesh,
+                                           step)
     fas = None
     if checkpointing.has_checkpoint(workdir, fine_stage.name):
-      fas = fine.restore_inference_variables(fine_stage, workdir, mesh)
+      fas = fine.restore_inference_variables(fine_stage, workdir, mesh, step)
     return cls(fine_stage, cas, fas, fine.refine_params(config, training=False),
                mesh, on_device=config.refine.on_device)
 

@@ -98,8 +98,9 @@ class Predictor:
     }
 
 
-def load(workdir: str) -> Predictor:
-  """The predictor of a training workdir (its config.json and checkpoints)."""
+def load(workdir: str, restore_step: int = 0) -> Predictor:
+  """The predictor of a training workdir (its config.json and checkpoints:
+  the latest, or step `restore_step` of each stage)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise UserInputError(f'{workdir}: not a training workdir (no config.json)')
@@ -108,4 +109,5 @@ def load(workdir: str) -> Predictor:
       config = ml_collections.ConfigDict(json.load(f))
   except (OSError, ValueError) as e:
     raise UserInputError(f'{path}: unreadable config ({e})') from None
+  config.restore_step = int(restore_step)
   return Predictor(config, workdir)

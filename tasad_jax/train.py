@@ -183,10 +183,8 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
   name, total = stage.name, stage.num_steps
   ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, name),
                                     max_to_keep=config.train.max_checkpoints)
-  state = stage.create_state(mesh)
-  start = ckpt.latest_step() or 0
+  state, start = ckpt.restore_latest_good(stage.create_state(mesh))
   if start:
-    state = ckpt.restore(state)
     logging.info('%s: resuming from step %d', name, start)
   if start >= total:
     logging.info('%s: already trained (%d steps)', name, start)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from tasad_jax import preemption, sharding, steps, train
+from tasad_jax import preemption, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHED = re.compile(r'launched process (\d+) of \d+ \(pid (\d+)\)')
@@ -185,8 +185,8 @@ def test_two_processes_train_the_same_parameters(runs):
     # Same to float tolerance: the cross-process sums add in another order,
     # and Adam turns that round-off into lr-sized steps where the gradient is
     # ~0 (biases before BatchNorm), so compare the whole update, not ulps.
-    start = _flat(steps.create_stage_state(tiny.get_config(), stage,
-                                           sharding.make_mesh()).params)
+    start = _flat(train.build_stage(tiny.get_config(), stage).create_state(
+        sharding.make_mesh()).params)
     update = np.linalg.norm(_flat(one.params) - start)
     assert update > 0
     assert np.linalg.norm(_flat(one.params) - _flat(two.params)) < 0.25 * update
