@@ -16,6 +16,12 @@ import tempfile
 from typing import Any, Callable, Iterator, IO
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def _folder(path: str) -> str:
   return os.path.dirname(os.path.abspath(path))
 
@@ -32,6 +38,7 @@ def atomic_file(path: str, mode: str = 'w') -> Iterator[IO]:
       yield f
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; publish as open().
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
@@ -64,6 +71,7 @@ def atomic_dir(path: str, build: Callable[[str], Any]) -> Any:
   tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '-', dir=parent)
   old = tmp + '.old'
   try:
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; publish as makedirs.
     result = build(tmp)
     if os.path.exists(path):
       os.replace(path, old)

@@ -42,7 +42,9 @@ def anomaly_params(config) -> anomalies.AnomalyParams:
         saim_rotations=tuple(a.saim_rotations),
         perlin_max_exponent=int(a.perlin_max_exponent),
         perlin_threshold_range=tuple(a.perlin_threshold_range),
-        perlin_beta_range=tuple(a.perlin_beta_range))
+        perlin_beta_range=tuple(a.perlin_beta_range),
+        anoseg_region_range=tuple(a.anoseg_region_range),
+        anoseg_jitter=float(a.anoseg_jitter))
   except ValueError as e:
     raise UserInputError(str(e)) from None
 

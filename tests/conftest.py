@@ -127,3 +127,19 @@ def write_easy_tree(root, category='plain', size=32, seed=0):
     save(disk * 255, 'ground_truth', 'hole', f'{i:03d}_mask.png')
     positive += disk.sum()
   return positive / (8 * size * size)
+
+
+def held_out_pseudo_anomaly_ap(config, workdir) -> tuple[float, float]:
+  """Pixel AP of a workdir's coarse maps on pseudo-anomalies it never saw
+  (another seed of its stream), and the AP of a random map there."""
+  from tasad_jax import inference, input_pipeline, metrics, sharding  # pylint: disable=g-import-not-at-top
+  held = config.copy_and_resolve_references()
+  held.seed = 1234
+  held.anomaly.normal_probability = 0.0
+  data = input_pipeline.load_train_data(held, 'cas')
+  batch = next(input_pipeline.train_dataset(
+      data, held, 'cas', batch_size=16).as_numpy_iterator())
+  runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
+  maps = runner.run(batch['augmented'], 16)['cas_map']
+  masks = batch['mask'][..., 0] > 0
+  return metrics.average_precision(maps, masks), float(masks.mean())

@@ -21,6 +21,8 @@ def main():
   num = int(sys.argv[1])
   config = tiny.get_config()
   config.train.cas_steps = num
+  if len(sys.argv) > 2:  # Another coarse method, e.g. anoseg.
+    config.coarse.name = sys.argv[2]
   mesh = sharding.make_mesh()
   data = input_pipeline.load_train_data(config, 'cas')
   method = methods.get(config)
@@ -31,7 +33,7 @@ def main():
   losses = []
   with jax.set_mesh(mesh):
     for batch, _ in zip(stream.as_numpy_iterator(), range(num)):
-      inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
+      inputs = {k: batch[k] for k in method.batch_keys()}
       state, m, _ = program_at(int(state.step))(
           state, sharding.to_global(inputs, mesh), None)
       losses.append(float(m['loss']))

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import run_script, write_easy_tree
+from conftest import held_out_pseudo_anomaly_ap, run_script, write_easy_tree
 from configs import tiny
-from tasad_jax import (exporting, inference, methods, metrics, models,
-                       predictor, sharding, stage, train)
+from tasad_jax import (exporting, methods, models, predictor, sharding, stage,
+                       train)
 from tasad_jax.errors import UserInputError
 
 
@@ -87,22 +87,6 @@ def test_destseg_phases_lower_their_losses():
     np.testing.assert_array_equal(a, b)  # The teacher stays frozen.
 
 
-def _held_out_pseudo_anomaly_ap(config, workdir) -> tuple[float, float]:
-  """Pixel AP of the trained coarse maps on pseudo-anomalies it never saw
-  (another seed of the same stream), and the AP of a random map there."""
-  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  held = config.copy_and_resolve_references()
-  held.seed = 1234
-  held.anomaly.normal_probability = 0.0
-  data = input_pipeline.load_train_data(held, 'cas')
-  batch = next(input_pipeline.train_dataset(
-      data, held, 'cas', batch_size=16).as_numpy_iterator())
-  runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
-  maps = runner.run(batch['augmented'], 16)['cas_map']
-  masks = batch['mask'][..., 0] > 0
-  return metrics.average_precision(maps, masks), float(masks.mean())
-
-
 def test_destseg_with_fas_end_to_end(tmp_path):
   """destseg + FAS: train, evaluate.py, predict and a StableHLO export; the
   coarse maps beat a random map on held-out pseudo-anomalies."""
@@ -114,7 +98,7 @@ def test_destseg_with_fas_end_to_end(tmp_path):
   config.coarse.destseg.student_fraction = 0.1
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
-  ap, chance = _held_out_pseudo_anomaly_ap(config, workdir)
+  ap, chance = held_out_pseudo_anomaly_ap(config, workdir)
   assert ap > 1.25 * chance, (ap, chance)  # 0.129 vs 0.088 here.
   args = [f'--workdir={workdir}', f'--config.data.root={root}',
           '--config.data.category=plain']
