@@ -2,8 +2,9 @@
 
   python predict.py --workdir=runs/bottle --input='photos/*.png' --output=out
 
-Writes out/scores.csv (path, score, decision, error), out/masks/*.png and
-out/heatmaps/*.png. Unreadable files become error rows; the run goes on.
+Writes out/scores.csv (path, score, decision, error), out/masks/*.png,
+out/heatmaps/*.png and out/index.html (the images by score, heat maps
+inline). Unreadable files become error rows; the run goes on.
 """
 
 import os

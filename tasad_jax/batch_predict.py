@@ -2,8 +2,9 @@
 
 Files are read, scored and written a batch at a time, so memory stays bounded
 whatever the number of images. Per image: a row of `scores.csv` (path, score,
-decision, error), a binary mask PNG and a heat-map overlay PNG. A file that
-cannot be read becomes an error row and the run goes on.
+decision, error), a binary mask PNG and a heat-map overlay PNG; at the end,
+`index.html` lists them by score (see `report.write_predict_index`). A file
+that cannot be read becomes an error row and the run goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from tasad_jax import predictor as predictor_lib, visualize
+from tasad_jax import predictor as predictor_lib, report, visualize
 from tasad_jax.datasets import imageio
 from tasad_jax.errors import UserInputError
 
@@ -93,4 +94,6 @@ def predict_files(workdir: str, pattern: str, output: str,
       sys.stderr.flush()
   sys.stderr.write('\n')
   os.replace(partial, os.path.join(output, 'scores.csv'))
+  report.write_predict_index(
+      output, lambda p: _output_name(os.path.abspath(p), root))
   return {'images': len(paths), 'scored': len(paths) - failed, 'failed': failed}

@@ -5,7 +5,8 @@ test split through the two-stage inference (batched, jitted, sharded), and
 reports the metrics of the coarse stage alone ('cas') and of coarse+FAS
 ('tasad'); the table names them after the coarse method ('cas' and 'tasad', or
 e.g. 'destseg' and 'destseg+fas'):
-an aligned table on stdout, `<workdir>/eval/metrics.json`, heat-map PNGs under
+an aligned table on stdout, `<workdir>/eval/metrics.json`, a self-contained
+`<workdir>/eval/report.html` (see `report`), heat-map PNGs under
 `<workdir>/eval/heatmaps/` and the same figures as TensorBoard images. Without a
 FAS checkpoint only the coarse stage is evaluated, and the table says so.
 Nothing is written unless the whole evaluation succeeds.
@@ -21,7 +22,7 @@ import jax
 import numpy as np
 
 from tasad_jax import (distributed, fileio, inference, methods, metrics,
-                       sharding, thresholds, visualize)
+                       report as report_lib, sharding, thresholds, visualize)
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
@@ -182,6 +183,7 @@ def evaluate_category(config, workdir: str) -> dict:
       # IoU of the region flagged at the normal-data pixel threshold.
       report[method]['pixel_iou_at_threshold'] = metrics.iou_at(
           outputs[f'{method}_map'], split['mask'][..., 0] > 0, trained['pixel'])
+  report['checkpoint_steps'] = report_lib.checkpoint_steps(workdir)
   if 'tasad' not in report:
     report['note'] = 'no FAS checkpoint: coarse stage only'
   if jax.process_index() == 0:
@@ -202,6 +204,8 @@ def _publish(config, workdir, split, outputs, report) -> None:
                                          report['coarse'])
     writer.close()
     fileio.write_json(os.path.join(tmp, 'metrics.json'), report)
+    report_lib.write_category_report(os.path.join(tmp, 'report.html'), split,
+                                     outputs, report, config)
 
   fileio.atomic_dir(final, build)
   logging.info('Wrote %s', os.path.join(final, 'metrics.json'))
@@ -242,4 +246,6 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
   if jax.process_index() == 0:
     print(format_table(summary))
     fileio.write_json(os.path.join(workdir, 'eval', 'summary.json'), summary)
+    report_lib.write_index(os.path.join(workdir, 'eval', 'index.html'), summary,
+                           {n: f'../{n}/eval/report.html' for n in categories})
   return summary

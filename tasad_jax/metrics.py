@@ -99,6 +99,18 @@ def _threshold_at(scores, order, ends, tps, fps) -> float:
   return float(scores[order[ends[_f1_best(tps, fps)[1]]]])
 
 
+def curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The points of the ROC and PR curves, from one descending sort.
+
+  Returns:
+    (thresholds, tps, fps): each distinct score, descending, with the counts
+    of positives and negatives scored at or above it.
+  """
+  scores, labels = _check(scores, labels)
+  order, ends, tps, fps = _curve(scores, labels)
+  return scores[order[ends]], tps, fps
+
+
 def f1_optimal_threshold(scores, labels) -> float:
   """The score threshold (inclusive) that maximises F1 on labelled data."""
   scores, labels = _check(scores, labels)

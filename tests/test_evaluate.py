@@ -98,6 +98,10 @@ def test_several_categories_give_a_mean_row(trained, tmp_path):
     summary = json.load(f)
   names = [c['category'] for c in summary['categories']]
   assert names == ['widget', 'widget2', 'mean']
+  index = (parent / 'eval' / 'index.html').read_text(encoding='utf-8')
+  for name in ('widget', 'widget2'):
+    assert f'href="../{name}/eval/report.html"' in index
+    assert (parent / name / 'eval' / 'report.html').is_file()
   assert 'mean' in result.stdout
 
 

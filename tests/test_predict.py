@@ -81,6 +81,10 @@ def test_predict_cli_streams_a_folder_with_a_corrupt_file(workdir, tmp_path):
   assert all(r['decision'] in ('0', '1') for r in rows if not r['error'])
   assert len(os.listdir(out / 'masks')) == 5 == len(os.listdir(out / 'heatmaps'))
   assert not (out / 'scores.csv.partial').exists()
+  index = (out / 'index.html').read_text(encoding='utf-8')
+  ranked = sorted((r for r in rows if not r['error']), key=lambda r: -float(r['score']))
+  positions = [index.index(f'data-path="{r["path"]}"') for r in ranked]
+  assert positions == sorted(positions) and 'broken.png' in index
 
 
 def test_exports_give_the_live_maps(workdir, tmp_path):
