@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 	$(PY) evaluate.py --config=configs/demo.py --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/input_pipeline.py

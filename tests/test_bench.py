@@ -17,7 +17,7 @@ from conftest import REPO, write_tree
 # Tiny arguments of each bench script; a new script must be added here.
 TINY_ARGS = {
     'accelerator.py': ['--width', '4', '--size', '32', '--dtype', 'float32',
-                       '--batches', '2', '--peak_size', '128', '--destseg',
+                       '--batches', '2', '--peak_size', '128',
                        '--warmup', '1', '--repeats', '1'],
     'input_pipeline.py': ['--size', '32', '--batch', '4', '--batches', '2',
                           '--warmup', '1'],

@@ -72,12 +72,12 @@ def _params(workdir, config, stage):
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
-                                                     monkeypatch):
-  tiny_config.train.cas_steps = 6
-  tiny_config.train.fas_steps = 4
-  tiny_config.train.checkpoint_every = 3
-  full = str(tmp_path / 'full')
-  train.train_and_evaluate(tiny_config, full)
+                                                     monkeypatch, tiny_workdir):
+  # The uninterrupted run: the session's tiny workdir (6 + 4 steps,
+  # checkpoints every 3).
+  assert (tiny_config.train.cas_steps, tiny_config.train.fas_steps,
+          tiny_config.train.checkpoint_every) == (6, 4, 3)
+  full = tiny_workdir
 
   resumed = str(tmp_path / 'resumed')
   real_save = checkpointing.Checkpointer.save
@@ -100,8 +100,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
     assert int(a.step) == int(b.step) == tiny_config.train[f'{name}_steps']
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
       np.testing.assert_array_equal(x, y)
-  assert os.path.exists(os.path.join(full, 'config.json'))
-  logs = os.listdir(os.path.join(full, 'logs', 'cas'))
+  assert os.path.exists(os.path.join(resumed, 'config.json'))
+  logs = os.listdir(os.path.join(resumed, 'logs', 'cas'))
   assert any(n.startswith('events.out.tfevents') for n in logs)
 
 
