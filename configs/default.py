@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.max_sources = 0  # Use at most this many sources (0 = all).
   config.anomaly.grey_sources = False  # Sources to grey (ours; for grey categories).
   config.anomaly.cas_add_train_images = False  # Coarse stage also pastes the category's images (ours).
-  config.anomaly.methods = ('saim', 'perlin')  # Kinds drawn uniformly per anomalous sample: 'saim', 'perlin', 'anoseg_hard'.
+  config.anomaly.methods = ('saim', 'perlin')  # Drawn uniformly per anomalous sample.
   config.anomaly.normal_probability = 0.5  # Share of samples left normal.
   config.anomaly.num_augmentations = 3  # Colour ops applied to a source, of 4.
   config.anomaly.gamma_range = (0.5, 2.0)  # Per-channel gamma contrast.
@@ -45,8 +45,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.perlin_max_exponent = 5  # Perlin lattice 2^a x 2^b, a, b in 0..5.
   config.anomaly.perlin_threshold_range = (0.0, 1.0)  # Mask = noise > t, t uniform here.
   config.anomaly.perlin_beta_range = (0.0, 0.8)  # Blend opacity 1 - beta.
-  config.anomaly.anoseg_region_range = (0.1, 0.5)  # 'anoseg_hard': rectangle sides, fractions of the image's.
-  config.anomaly.anoseg_jitter = 0.5  # 'anoseg_hard': strength of the colour jitter of the pasted copy.
   config.anomaly.fas_source_fraction = 0.1  # Share of the sources the fine stage draws from.
   config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
 

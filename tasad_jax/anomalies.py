@@ -56,8 +56,6 @@ class AnomalyParams:
   perlin_max_exponent: int = 5
   perlin_threshold_range: tuple[float, float] = (0.0, 1.0)
   perlin_beta_range: tuple[float, float] = (0.0, 0.8)
-  anoseg_region_range: tuple[float, float] = (0.1, 0.5)
-  anoseg_jitter: float = 0.5
 
   def __post_init__(self):
     unknown = set(self.methods) - set(KINDS)
@@ -217,57 +215,6 @@ def perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
   beta = _uniform(s[3], *params.perlin_beta_range)
   out = image * (1.0 - mask) + (1.0 - beta) * source * mask + beta * image * mask
   return out, mask, beta
-
-
-# ---- AnoSeg's hard augmentation --------------------------------------------
-
-
-def quadrant_permutation(image: tf.Tensor, permutation: tf.Tensor) -> tf.Tensor:
-  """Rearranges the four quadrants of an [H, W, C] image (H, W even):
-  quadrant q of the output (row-major) is quadrant permutation[q] of the input."""
-  h, w = image.shape[0] // 2, image.shape[1] // 2
-  quads = tf.stack([image[:h, :w], image[:h, w:], image[h:, :w], image[h:, w:]])
-  q = tf.gather(quads, permutation)
-  return tf.concat([tf.concat([q[0], q[1]], 1), tf.concat([q[2], q[3]], 1)], 0)
-
-
-@register_kind('anoseg_hard')
-def anoseg_hard(image, source, segments, num_segments, seeds, params):
-  """AnoSeg's hard augmentation (Song et al., 2021) of the image itself.
-
-  A copy of the image, rotated by 90, 180 or 270 degrees, its quadrants
-  permuted and its colours strongly jittered (per-channel gain and offset of
-  strength `anoseg_jitter`, then a contrast change), replaces the image inside
-  one random axis-aligned rectangle whose sides are `anoseg_region_range`
-  fractions of the image's; the mask is exactly that rectangle. Ours where the
-  paper's abstract is silent: the rectangle, the jitter's form and strength.
-  The source is not used. Square images with even sides.
-  """
-  del source, segments, num_segments
-  s = tf.random.experimental.stateless_split(seeds[1], 6)
-  height, width = image.shape[0], image.shape[1]
-  copy = tf.image.rot90(image, tf.cast(1 + _randint(s[0], 3), tf.int32))
-  copy = quadrant_permutation(copy, tf.argsort(_uniform(s[1], 0.0, 1.0, [4])))
-  j = params.anoseg_jitter
-  gain = _uniform(s[2], 1.0 - j, 1.0 + j, [1, 1, 3])
-  offset = _uniform(s[3], -j / 2, j / 2, [1, 1, 3])
-  copy = copy * gain + offset
-  mean = tf.reduce_mean(copy)
-  copy = tf.clip_by_value((copy - mean) * _uniform(s[4], 1.0 - j, 1.0 + j)
-                          + mean, 0.0, 1.0)
-  lo, hi = params.anoseg_region_range
-  sizes = tf.cast(tf.round(_uniform(s[5], lo, hi, [2]) *
-                           tf.constant([height, width], tf.float32)), tf.int32)
-  sizes = tf.clip_by_value(sizes, 1, tf.constant([height, width]))
-  corner = tf.cast(tf.floor(_uniform(tf.random.experimental.stateless_fold_in(
-      s[5], 1), 0.0, 1.0, [2]) * tf.cast(tf.constant([height, width]) - sizes
-                                         + 1, tf.float32)), tf.int32)
-  rows = tf.range(height)[:, None]
-  cols = tf.range(width)[None, :]
-  inside = ((rows >= corner[0]) & (rows < corner[0] + sizes[0]) &
-            (cols >= corner[1]) & (cols < corner[1] + sizes[1]))
-  mask = tf.cast(inside, tf.float32)[..., None]
-  return mask * copy + (1.0 - mask) * image, mask
 
 
 # ---- One training sample --------------------------------------------------

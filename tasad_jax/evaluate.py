@@ -178,11 +178,6 @@ def evaluate_category(config, workdir: str) -> dict:
   trained = thresholds.load(workdir)
   if trained is not None:
     report['trained_thresholds'] = trained
-    method = trained.get('method')
-    if method in report and np.isfinite(trained.get('pixel', np.nan)):
-      # IoU of the region flagged at the normal-data pixel threshold.
-      report[method]['pixel_iou_at_threshold'] = metrics.iou_at(
-          outputs[f'{method}_map'], split['mask'][..., 0] > 0, trained['pixel'])
   report['checkpoint_steps'] = report_lib.checkpoint_steps(workdir)
   if 'tasad' not in report:
     report['note'] = 'no FAS checkpoint: coarse stage only'

@@ -42,9 +42,7 @@ def anomaly_params(config) -> anomalies.AnomalyParams:
         saim_rotations=tuple(a.saim_rotations),
         perlin_max_exponent=int(a.perlin_max_exponent),
         perlin_threshold_range=tuple(a.perlin_threshold_range),
-        perlin_beta_range=tuple(a.perlin_beta_range),
-        anoseg_region_range=tuple(a.anoseg_region_range),
-        anoseg_jitter=float(a.anoseg_jitter))
+        perlin_beta_range=tuple(a.perlin_beta_range))
   except ValueError as e:
     raise UserInputError(str(e)) from None
 

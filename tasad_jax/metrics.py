@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 METRIC_KEYS = ('image_auroc', 'image_ap', 'pixel_auroc', 'pixel_ap', 'aupro',
-               'pixel_f1_max', 'pixel_iou_best')
+               'pixel_f1_max')
 
 
 def _check(scores, labels):
@@ -80,19 +80,6 @@ def _f1_best(tps, fps) -> tuple[float, int]:
 
 def _f1_from(tps, fps) -> float:
   return _f1_best(tps, fps)[0]
-
-
-def _iou_best_from(tps, fps) -> float:
-  """The best pixel IoU = TP / (TP + FP + FN) over the thresholds of a curve."""
-  return float(np.max(tps / (tps[-1] + fps)))
-
-
-def iou_at(anomaly_maps, masks, threshold: float) -> float:
-  """Pixel IoU of the region `anomaly_maps >= threshold` with the masks."""
-  predicted = np.asarray(anomaly_maps) >= threshold
-  masks = np.asarray(masks).astype(bool)
-  union = np.count_nonzero(predicted | masks)
-  return float(np.count_nonzero(predicted & masks) / union) if union else float('nan')
 
 
 def _threshold_at(scores, order, ends, tps, fps) -> float:
@@ -233,15 +220,13 @@ def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
            _threshold_at(image_scores, *_curve(image_scores, labels))}
   scores, flat = _check(maps, masks)
   if _single_class(flat):
-    for key in ('pixel_auroc', 'pixel_ap', 'aupro', 'pixel_f1_max',
-                'pixel_iou_best'):
+    for key in ('pixel_auroc', 'pixel_ap', 'aupro', 'pixel_f1_max'):
       result[key] = _undefined(key)
     return result, dict(found, pixel=float('nan'))
   order, ends, tps, fps = _curve(scores, flat)
   result['pixel_auroc'] = _auroc_from(tps, fps)
   result['pixel_ap'] = _ap_from(tps, fps)
   result['pixel_f1_max'] = _f1_from(tps, fps)
-  result['pixel_iou_best'] = _iou_best_from(tps, fps)
   found['pixel'] = _threshold_at(scores, order, ends, tps, fps)
   regions, n = _regions(masks)
   sizes = np.bincount(regions.ravel(), minlength=n + 1).astype(np.float64)

@@ -21,8 +21,6 @@ def main():
   num = int(sys.argv[1])
   config = tiny.get_config()
   config.train.cas_steps = num
-  if len(sys.argv) > 2:  # Another coarse method, e.g. anoseg.
-    config.coarse.name = sys.argv[2]
   mesh = sharding.make_mesh()
   data = input_pipeline.load_train_data(config, 'cas')
   method = methods.get(config)
@@ -33,7 +31,7 @@ def main():
   losses = []
   with jax.set_mesh(mesh):
     for batch, _ in zip(stream.as_numpy_iterator(), range(num)):
-      inputs = {k: batch[k] for k in method.batch_keys()}
+      inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
       state, m, _ = program_at(int(state.step))(
           state, sharding.to_global(inputs, mesh), None)
       losses.append(float(m['loss']))

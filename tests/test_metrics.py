@@ -120,22 +120,3 @@ def test_rejects_nan_scores_and_shape_mismatch():
   with warnings.catch_warnings():
     warnings.simplefilter('error')
     metrics.auroc([0.1, 0.2], [0, 1])
-
-
-@pytest.mark.parametrize('seed', range(3))
-def test_pixel_iou_at_a_threshold_and_best_equal_a_direct_computation(seed):
-  rng = np.random.default_rng(seed)
-  masks = np.zeros((4, 20, 20), bool)
-  masks[:, 5:12, 4:9] = True
-  maps = np.round(rng.random((4, 20, 20)) * 0.6 + 0.5 * masks, 2)  # Ties.
-
-  def direct(t):
-    flagged = maps >= t
-    return (flagged & masks).sum() / (flagged | masks).sum()
-
-  for t in (0.3, 0.55, 0.8):
-    assert metrics.iou_at(maps, masks, t) == pytest.approx(direct(t), abs=1e-12)
-  best = max(direct(t) for t in np.unique(maps))
-  values, _ = metrics.evaluate_maps_and_thresholds(
-      maps, masks, maps.max(axis=(1, 2)), np.array([1, 1, 0, 1]))
-  assert values['pixel_iou_best'] == pytest.approx(best, abs=1e-12)

@@ -48,18 +48,17 @@ def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
   assert int(state.step) == 30
 
 
-def loss_curve(devices, steps=4, coarse='tasad_cas'):
-  """The coarse stage's losses of a few tiny steps on `devices` CPU devices."""
+def _loss_curve(devices, steps=4):
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, os.path.join(HERE, 'loss_curve.py'),
-                        str(steps), coarse], env=env, capture_output=True,
-                       text=True, timeout=600, check=True)
+                        str(steps)], env=env, capture_output=True, text=True,
+                       timeout=600, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_four_devices_give_the_single_device_loss_curve():
-  one, four = loss_curve(1), loss_curve(4)
+  one, four = _loss_curve(1), _loss_curve(4)
   assert one['devices'] == 1 and four['devices'] == 4
   np.testing.assert_allclose(four['losses'], one['losses'], rtol=2e-4)
   assert len(set(one['losses'])) > 1

@@ -17,8 +17,7 @@ from tasad_jax.errors import UserInputError
 
 REGISTRY: dict[str, type] = {}
 # The package's own methods, imported (and so registered) on first use.
-BUNDLED = ('tasad_jax.methods.tasad_cas', 'tasad_jax.methods.destseg',
-           'tasad_jax.methods.anoseg')
+BUNDLED = ('tasad_jax.methods.tasad_cas', 'tasad_jax.methods.destseg')
 
 
 def load_bundled() -> None:
