@@ -45,11 +45,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.perlin_max_exponent = 5  # Perlin lattice 2^a x 2^b, a, b in 0..5.
   config.anomaly.perlin_threshold_range = (0.0, 1.0)  # Mask = noise > t, t uniform here.
   config.anomaly.perlin_beta_range = (0.0, 0.8)  # Blend opacity 1 - beta.
+  config.anomaly.coarse_methods = ()  # Kinds of the coarse stage's stream only (() = methods).
+  config.anomaly.anoseg_size_range = (0.1, 0.5)  # anoseg_hard: box sides, fractions of the image's (ours).
+  config.anomaly.anoseg_rotations = (90, 180, 270)  # anoseg_hard: rotations of the copy, degrees.
+  config.anomaly.anoseg_permute_probability = 0.5  # anoseg_hard: chance to permute the copy's quadrants.
+  config.anomaly.anoseg_brightness = 0.4  # anoseg_hard: brightness shift up to +-this (ours).
+  config.anomaly.anoseg_contrast_range = (0.4, 1.6)  # anoseg_hard: contrast factor (ours).
+  config.anomaly.anoseg_saturation_range = (0.0, 2.0)  # anoseg_hard: saturation factor (ours).
+  config.anomaly.anoseg_hue = 0.3  # anoseg_hard: hue shift up to +-this of a turn (ours).
   config.anomaly.fas_source_fraction = 0.1  # Share of the sources the fine stage draws from.
   config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
 
   config.coarse = ml_collections.ConfigDict()
-  config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas' or 'destseg' (tasad_jax/methods).
+  config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas', 'destseg' or 'anoseg' (tasad_jax/methods).
   config.coarse.plugins = ()  # Modules to import that register more coarse methods.
   for name, defaults in methods.default_sections().items():
     # Each method's settings, config.coarse.<name>, with their defaults and

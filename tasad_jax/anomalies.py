@@ -9,6 +9,13 @@ and pasted with one method drawn uniformly from `methods`:
   one, without replacement) replace the image.
 * Perlin (DRAEM): a Perlin noise map thresholded at t ~ U[0, 1) selects the
   region, where the source is blended with opacity 1 - beta, beta ~ U[0, 0.8).
+* anoseg_hard (AnoSeg's hard augmentation): a rotated, quadrant-permuted,
+  colour-jittered copy of the image itself replaces it inside a random
+  rectangle (the source is not used).
+
+`coarse_methods`, when set, replaces `methods` in the coarse stage's stream
+(e.g. AnoSeg's hard augmentation for the coarse stage, SAIM + Perlin for the
+fine stage).
 
 All randomness is stateless and comes from one seed per sample, so a sample is a
 pure function of (seed, index): the stream is reproducible, resumable and
@@ -56,12 +63,38 @@ class AnomalyParams:
   perlin_max_exponent: int = 5
   perlin_threshold_range: tuple[float, float] = (0.0, 1.0)
   perlin_beta_range: tuple[float, float] = (0.0, 0.8)
+  coarse_methods: tuple[str, ...] = ()
+  anoseg_size_range: tuple[float, float] = (0.1, 0.5)
+  anoseg_rotations: tuple[int, ...] = (90, 180, 270)
+  anoseg_permute_probability: float = 0.5
+  anoseg_brightness: float = 0.4
+  anoseg_contrast_range: tuple[float, float] = (0.4, 1.6)
+  anoseg_saturation_range: tuple[float, float] = (0.0, 2.0)
+  anoseg_hue: float = 0.3
 
   def __post_init__(self):
     unknown = set(self.methods) - set(KINDS)
     if unknown or not self.methods:
       raise ValueError(f'config.anomaly.methods: {tuple(self.methods)} must be '
                        f'a non-empty subset of {tuple(sorted(KINDS))}')
+    if set(self.coarse_methods) - set(KINDS):
+      raise ValueError(f'config.anomaly.coarse_methods: '
+                       f'{tuple(self.coarse_methods)} must be a subset of '
+                       f'{tuple(sorted(KINDS))} (empty: methods)')
+    lo, hi = self.anoseg_size_range
+    if not 0 < lo <= hi <= 1:
+      raise ValueError('config.anomaly.anoseg_size_range: need 0 < lo <= hi <= 1,'
+                       f' got {self.anoseg_size_range}')
+    if any(r not in (0, 90, 180, 270) for r in self.anoseg_rotations) or not (
+        self.anoseg_rotations):
+      raise ValueError('config.anomaly.anoseg_rotations: multiples of 90 only')
+
+  def for_stage(self, stage: str) -> 'AnomalyParams':
+    """These parameters with the kinds of `stage` ('cas': `coarse_methods`
+    when set, else `methods`; 'fas': `methods`)."""
+    if stage == 'cas' and self.coarse_methods:
+      return dataclasses.replace(self, methods=tuple(self.coarse_methods))
+    return self
 
 
 def _uniform(seed, lo, hi, shape=()):
@@ -215,6 +248,81 @@ def perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
   beta = _uniform(s[3], *params.perlin_beta_range)
   out = image * (1.0 - mask) + (1.0 - beta) * source * mask + beta * image * mask
   return out, mask, beta
+
+
+# ---- AnoSeg's hard augmentation ------------------------------------------
+
+
+def _permute_quadrants(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """The four quadrants of x [H, W, C] (H, W even) in a random order."""
+  h, w = x.shape[0] // 2, x.shape[1] // 2
+  quads = tf.stack([x[:h, :w], x[:h, w:], x[h:, :w], x[h:, w:]])
+  q = tf.gather(quads, tf.argsort(_uniform(seed, 0.0, 1.0, shape=[4])))
+  return tf.concat([tf.concat([q[0], q[1]], 1), tf.concat([q[2], q[3]], 1)], 0)
+
+
+def _colour_jitter(x: tf.Tensor, seed: tf.Tensor,
+                   params: AnomalyParams) -> tf.Tensor:
+  """Strong brightness, contrast, saturation and hue jitter, clipped to [0, 1]."""
+  s = tf.random.experimental.stateless_split(seed, 4)
+  x = x + _uniform(s[0], -params.anoseg_brightness, params.anoseg_brightness)
+  mean = tf.reduce_mean(x, axis=[0, 1, 2], keepdims=True)
+  x = (x - mean) * _uniform(s[1], *params.anoseg_contrast_range) + mean
+  grey = tf.reduce_mean(x, axis=-1, keepdims=True)
+  x = (x - grey) * _uniform(s[2], *params.anoseg_saturation_range) + grey
+  x = tf.clip_by_value(x, 0.0, 1.0)
+  return tf.image.adjust_hue(x, _uniform(s[3], -params.anoseg_hue,
+                                         params.anoseg_hue))
+
+
+def anoseg_hard(image: tf.Tensor, seed: tf.Tensor,
+                params: AnomalyParams) -> tuple[tf.Tensor, tf.Tensor]:
+  """AnoSeg's hard augmentation: a transformed copy of the image in a box.
+
+  The copy is rotated by one of `anoseg_rotations`, its quadrants permuted
+  with probability `anoseg_permute_probability` and colour-jittered; it
+  replaces the image inside a random axis-aligned rectangle whose sides are
+  `anoseg_size_range` fractions of the image's; the mask is that rectangle.
+
+  Args:
+    image: float32 [H, W, 3] normal image, square (quadrants permuted only
+      when H is even).
+    seed: [2] stateless seed.
+    params: generator parameters.
+
+  Returns:
+    (augmented image, mask float32 [H, W, 1]).
+  """
+  s = tf.random.experimental.stateless_split(seed, 6)
+  height, width = image.shape[0], image.shape[1]
+  rotations = tf.constant([r // 90 for r in params.anoseg_rotations], tf.int32)
+  copy = tf.image.rot90(image, tf.gather(
+      rotations, _randint(s[0], len(params.anoseg_rotations))))
+  if height % 2 == 0 and width % 2 == 0:  # Odd sizes: no permutation.
+    copy = tf.cond(
+        _uniform(s[1], 0.0, 1.0) < params.anoseg_permute_probability,
+        lambda: _permute_quadrants(copy, s[2]), lambda: copy)
+  copy = _colour_jitter(copy, s[3], params)
+  lo, hi = params.anoseg_size_range
+  sides = tf.stack([height, width])
+  size = tf.cast(tf.round(_uniform(s[4], lo, hi, shape=[2]) * tf.cast(
+      sides, tf.float32)), tf.int32)
+  size = tf.clip_by_value(size, 1, sides)
+  start = tf.cast(tf.floor(_uniform(s[5], 0.0, 1.0, shape=[2]) * tf.cast(
+      sides - size + 1, tf.float32)), tf.int32)
+  start = tf.minimum(start, sides - size)
+  ys, xs = tf.range(height)[:, None], tf.range(width)[None, :]
+  inside = ((ys >= start[0]) & (ys < start[0] + size[0]) &
+            (xs >= start[1]) & (xs < start[1] + size[1]))
+  mask = tf.cast(inside, tf.float32)[..., None]
+  return mask * copy + (1.0 - mask) * image, mask
+
+
+@register_kind('anoseg_hard')
+def anoseg_hard_kind(image, source, segments, num_segments, seeds, params):
+  """AnoSeg's hard augmentation as a kind: uses the image, not the source."""
+  del source, segments, num_segments
+  return anoseg_hard(image, seeds[1], params)
 
 
 # ---- One training sample --------------------------------------------------

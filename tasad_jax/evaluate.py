@@ -26,6 +26,9 @@ from tasad_jax import (distributed, fileio, inference, methods, metrics,
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
+# Table columns: the metrics of every evaluation, then the pixel IoU at the
+# normal-data pixel threshold of thresholds.json (NaN without one).
+TABLE_KEYS = metrics.METRIC_KEYS + ('pixel_iou_at_threshold',)
 
 
 def method_label(method: str, coarse: str) -> str:
@@ -76,8 +79,13 @@ def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
   return runner.run(split['image'], config.eval.batch_size)
 
 
-def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
-  """The metric dicts of each evaluated method, with a per-defect breakdown."""
+def compute_metrics(split: dict, outputs: dict, fpr_limit: float,
+                    trained_thresholds: dict | None = None) -> dict:
+  """The metric dicts of each evaluated method, with a per-defect breakdown.
+
+  With `trained_thresholds` (thresholds.json), 'pixel_iou_at_threshold' is the
+  pixel IoU at that method's normal-data pixel threshold (NaN when it has none).
+  """
   masks = split['mask'][..., 0] > 0
   labels = split['label']
   result = {}
@@ -97,6 +105,9 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
           'pixel_ap': metrics.average_precision(maps[rows], masks[rows]),
       }
     result[method] = {k: float(v) for k, v in values.items()}
+    pixel_t = thresholds.pixel_threshold(trained_thresholds, method)
+    result[method]['pixel_iou_at_threshold'] = (
+        float('nan') if pixel_t is None else metrics.iou_at(maps, masks, pixel_t))
     result[method]['per_defect'] = per_defect
     result[method]['f1_optimal_thresholds'] = f1_thresholds
   return result
@@ -104,13 +115,13 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
 
 def format_table(report: dict) -> str:
   """An aligned text table: one row per (category, method), one column per metric."""
-  rows = [('category', 'method') + metrics.METRIC_KEYS]
+  rows = [('category', 'method') + TABLE_KEYS]
   for entry in report['categories'] if 'categories' in report else [report]:
     for method in METHODS:
       if method in entry:
         label = method_label(method, entry['coarse'])
         rows.append((entry['category'], label) + tuple(
-            f'{entry[method][k]:.4f}' for k in metrics.METRIC_KEYS))
+            f'{entry[method].get(k, float("nan")):.4f}' for k in TABLE_KEYS))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w)
                      for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -174,8 +185,9 @@ def evaluate_category(config, workdir: str) -> dict:
             'coarse': methods.name_of(config),
             'image_size': config.data.image_size,
             'num_images': int(len(split['label']))}
-  report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit))
   trained = thresholds.load(workdir)
+  report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit,
+                                trained))
   if trained is not None:
     report['trained_thresholds'] = trained
   report['checkpoint_steps'] = report_lib.checkpoint_steps(workdir)
@@ -213,8 +225,8 @@ def mean_report(reports: list[dict]) -> dict:
   for method in METHODS:
     rows = [r[method] for r in reports if method in r]
     if len(rows) == len(reports):
-      mean[method] = {k: float(np.mean([r[k] for r in rows]))
-                      for k in metrics.METRIC_KEYS}
+      mean[method] = {k: float(np.mean([r.get(k, np.nan) for r in rows]))
+                      for k in TABLE_KEYS}
   return mean
 
 

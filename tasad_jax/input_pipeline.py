@@ -42,7 +42,15 @@ def anomaly_params(config) -> anomalies.AnomalyParams:
         saim_rotations=tuple(a.saim_rotations),
         perlin_max_exponent=int(a.perlin_max_exponent),
         perlin_threshold_range=tuple(a.perlin_threshold_range),
-        perlin_beta_range=tuple(a.perlin_beta_range))
+        perlin_beta_range=tuple(a.perlin_beta_range),
+        coarse_methods=tuple(a.coarse_methods),
+        anoseg_size_range=tuple(a.anoseg_size_range),
+        anoseg_rotations=tuple(a.anoseg_rotations),
+        anoseg_permute_probability=float(a.anoseg_permute_probability),
+        anoseg_brightness=float(a.anoseg_brightness),
+        anoseg_contrast_range=tuple(a.anoseg_contrast_range),
+        anoseg_saturation_range=tuple(a.anoseg_saturation_range),
+        anoseg_hue=float(a.anoseg_hue))
   except ValueError as e:
     raise UserInputError(str(e)) from None
 
@@ -164,7 +172,7 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   [b] (the global example indices)} where b is the global `batch_size` divided
   by the process count.
   """
-  params = anomaly_params(config)
+  params = anomaly_params(config).for_stage(stage)
   index, count, local = _process_split(batch_size, process_index, process_count)
   num_images = len(data.images)
   num_sources = len(data.pool)

@@ -6,7 +6,8 @@ the MVTec AD evaluation's: 8-connected ground-truth regions each weigh the same,
 the false positive rate is over all normal pixels of the category, the curve
 has a point at every distinct score, and its area up to `fpr_limit` (trapezoid,
 interpolated at the limit) is divided by `fpr_limit`, never by the last FPR
-reached.
+reached. Pixel IoU = TP / (TP + FP + FN) of the pooled pixels, at a given
+threshold (`iou_at`) or the best over every distinct threshold (`best_iou`).
 
 All pixel metrics come from one descending sort of the pooled scores, so a
 category of 13M pixels is scored in a few seconds.
@@ -20,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 METRIC_KEYS = ('image_auroc', 'image_ap', 'pixel_auroc', 'pixel_ap', 'aupro',
-               'pixel_f1_max')
+               'pixel_f1_max', 'pixel_iou_best')
 
 
 def _check(scores, labels):
@@ -80,6 +81,27 @@ def _f1_best(tps, fps) -> tuple[float, int]:
 
 def _f1_from(tps, fps) -> float:
   return _f1_best(tps, fps)[0]
+
+
+def _iou_best_from(tps, fps) -> float:
+  """The best pixel IoU, TP / (TP + FP + FN), over the curve's thresholds."""
+  return float(np.max(tps / (fps + tps[-1])))  # TP + FN = all positives.
+
+
+def iou_at(anomaly_maps, masks, threshold: float) -> float:
+  """Pixel IoU of the region `map >= threshold` with the masks' union;
+  NaN (with a warning) when both are empty."""
+  scores, labels = _check(anomaly_maps, masks)
+  predicted = scores >= threshold
+  union = np.count_nonzero(predicted | labels)
+  if union == 0:
+    return _undefined('IoU')
+  return float(np.count_nonzero(predicted & labels) / union)
+
+
+def best_iou(anomaly_maps, masks) -> float:
+  """The best pixel IoU over every threshold; NaN without positives."""
+  return _score(anomaly_maps, masks, 'IoU', _iou_best_from, need_negatives=False)
 
 
 def _threshold_at(scores, order, ends, tps, fps) -> float:
@@ -206,6 +228,7 @@ def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
 
   Returns:
     (a dict with the keys of METRIC_KEYS, {'image', 'pixel'} thresholds);
+    'pixel_iou_best' is the best pixel IoU over all thresholds;
     undefined metrics and thresholds (a single class) are NaN, with a
     RuntimeWarning.
   """
@@ -220,13 +243,15 @@ def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
            _threshold_at(image_scores, *_curve(image_scores, labels))}
   scores, flat = _check(maps, masks)
   if _single_class(flat):
-    for key in ('pixel_auroc', 'pixel_ap', 'aupro', 'pixel_f1_max'):
+    for key in ('pixel_auroc', 'pixel_ap', 'aupro', 'pixel_f1_max',
+                'pixel_iou_best'):
       result[key] = _undefined(key)
     return result, dict(found, pixel=float('nan'))
   order, ends, tps, fps = _curve(scores, flat)
   result['pixel_auroc'] = _auroc_from(tps, fps)
   result['pixel_ap'] = _ap_from(tps, fps)
   result['pixel_f1_max'] = _f1_from(tps, fps)
+  result['pixel_iou_best'] = _iou_best_from(tps, fps)
   found['pixel'] = _threshold_at(scores, order, ends, tps, fps)
   regions, n = _regions(masks)
   sizes = np.bincount(regions.ravel(), minlength=n + 1).astype(np.float64)

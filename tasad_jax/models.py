@@ -97,13 +97,16 @@ class Segmenter(nn.Module):
   Attributes:
     width: base width w (128 in the paper).
     dtype: compute dtype; parameters are float32.
+    out_channels: channels of the last conv (1 for TASAD; more for methods
+      with extra heads, e.g. AnoSeg's reconstruction).
   """
   width: int = 128
   dtype: Dtype = jnp.float32
+  out_channels: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Maps images [N, H, W, 3] (H, W divisible by 4) to maps [N, H, W, 1]."""
+    """Maps images [N, H, W, C] (H, W divisible by 4) to [N, H, W, out_channels]."""
     w = self.width
     block = functools.partial(ConvBNReLU, dtype=self.dtype)
     x = x.astype(self.dtype)
@@ -115,7 +118,7 @@ class Segmenter(nn.Module):
       if i in (0, 3):
         x = upsample2x_align_corners(x)
       x = block(features)(x, train)
-    x = nn.Conv(1, (3, 3), padding=1, dtype=self.dtype,
+    x = nn.Conv(self.out_channels, (3, 3), padding=1, dtype=self.dtype,
                 kernel_init=nn.initializers.normal(0.02),
                 bias_init=_conv_bias_init(9 * w))(x)
     return x.astype(jnp.float32)

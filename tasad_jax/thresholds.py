@@ -5,7 +5,9 @@ thresholds come from a held-out slice of the normal training images (never
 trained on): the image-score threshold is the (1 - target rate) quantile of
 their image scores, the pixel threshold the same quantile of their map values.
 With a 1% target, about 1 normal image in 100 is flagged. They are stored in
-`<workdir>/thresholds.json`; evaluation reports the F1-optimal thresholds of the
+`<workdir>/thresholds.json` (those of the final stage at the top level, and
+under 'per_method' those of the coarse stage alone and of coarse + FAS);
+evaluation reports the F1-optimal thresholds of the
 test set beside them.
 """
 
@@ -50,6 +52,25 @@ def from_normal(image_scores: np.ndarray, maps: np.ndarray,
           'pixel': quantile(maps),
           'target_false_alarm_rate': float(target_rate),
           'num_images': int(len(image_scores))}
+
+
+def per_method(outputs: dict, target_rate: float) -> dict:
+  """{'cas': ..., 'tasad'?: ...}: `from_normal` thresholds of each stage's
+  maps and scores in inference outputs ('<method>_map', '<method>_score')."""
+  return {m: from_normal(outputs[f'{m}_score'], outputs[f'{m}_map'], target_rate)
+          for m in ('cas', 'tasad') if f'{m}_map' in outputs}
+
+
+def pixel_threshold(trained: dict | None, method: str) -> float | None:
+  """The normal-data pixel threshold of output `method` ('cas' or 'tasad')
+  in a thresholds.json dict, or None when it holds none for that method."""
+  if not trained:
+    return None
+  if method in trained.get('per_method', {}):
+    return trained['per_method'][method].get('pixel')
+  if trained.get('method') == method:
+    return trained.get('pixel')
+  return None
 
 
 def save(workdir: str, values: dict) -> None:

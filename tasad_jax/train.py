@@ -103,6 +103,8 @@ def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
                                   out[f'{runner.method}_map'],
                                   config.threshold.target_false_alarm_rate)
   values['method'] = runner.method
+  values['per_method'] = thresholds.per_method(
+      out, config.threshold.target_false_alarm_rate)
   if jax.process_index() == 0:
     thresholds.save(workdir, values)
   logging.info('Thresholds from %d normal images: %s', len(images), values)

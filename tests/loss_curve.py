@@ -1,9 +1,13 @@
-"""Prints the CAS loss curve of a few tiny train steps as JSON (run as a script).
+"""Prints the coarse stage's loss curve of a few tiny train steps as JSON.
+
+Run as a script: `loss_curve.py STEPS [--coarse NAME]` (NAME: a coarse method,
+default tasad_cas); prints {'devices', 'losses', 'metrics': {name: curve}}.
 
 Used by test_train.py in subprocesses, so that each run starts JAX with its own
 device count (XLA_FLAGS=--xla_force_host_platform_device_count=N).
 """
 
+import argparse
 import json
 import os
 import sys
@@ -18,8 +22,13 @@ from tasad_jax import input_pipeline, methods, sharding, stage
 
 
 def main():
-  num = int(sys.argv[1])
+  parser = argparse.ArgumentParser()
+  parser.add_argument('steps', type=int)
+  parser.add_argument('--coarse', default='tasad_cas')
+  args = parser.parse_args()
+  num = args.steps
   config = tiny.get_config()
+  config.coarse.name = args.coarse
   config.train.cas_steps = num
   mesh = sharding.make_mesh()
   data = input_pipeline.load_train_data(config, 'cas')
@@ -28,14 +37,17 @@ def main():
   program_at = stage.compile_phases(method, state, mesh)
   stream = input_pipeline.train_dataset(data, config, 'cas',
                                         batch_size=config.train.batch_size)
-  losses = []
+  losses, curves = [], {}
   with jax.set_mesh(mesh):
     for batch, _ in zip(stream.as_numpy_iterator(), range(num)):
-      inputs = {'augmented': batch['augmented'], 'mask': batch['mask']}
+      inputs = {k: batch[k] for k in method.batch_keys()}
       state, m, _ = program_at(int(state.step))(
           state, sharding.to_global(inputs, mesh), None)
       losses.append(float(m['loss']))
-  print(json.dumps({'devices': jax.device_count(), 'losses': losses}))
+      for k, v in m.items():
+        curves.setdefault(k, []).append(float(v))
+  print(json.dumps({'devices': jax.device_count(), 'losses': losses,
+                    'metrics': curves}))
 
 
 if __name__ == '__main__':

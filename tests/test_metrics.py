@@ -120,3 +120,21 @@ def test_rejects_nan_scores_and_shape_mismatch():
   with warnings.catch_warnings():
     warnings.simplefilter('error')
     metrics.auroc([0.1, 0.2], [0, 1])
+
+
+def test_iou_matches_a_direct_computation():
+  maps, masks = _maps_and_masks(3)
+  maps = np.round(maps, 2)  # Ties between pixels.
+  for t in (0.1, 0.5, float(np.median(maps)), 0.9):
+    pred = maps >= t
+    direct = (pred & masks).sum() / (pred | masks).sum()
+    assert metrics.iou_at(maps, masks, t) == pytest.approx(direct)
+  brute = max(((maps >= t) & masks).sum() / ((maps >= t) | masks).sum()
+              for t in np.unique(maps))
+  assert metrics.best_iou(maps, masks) == pytest.approx(brute)
+  labels = masks.reshape(3, -1).any(1).astype(int)
+  result = metrics.evaluate_maps(maps, masks, maps.reshape(3, -1).max(1), labels)
+  assert result['pixel_iou_best'] == pytest.approx(brute)
+  # A perfect map reaches IoU 1 at a threshold between the classes.
+  assert metrics.iou_at(masks * 0.9 + 0.05, masks, 0.5) == 1.0
+  assert metrics.best_iou(masks.astype(float), masks) == 1.0

@@ -48,12 +48,12 @@ def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
   assert int(state.step) == 30
 
 
-def _loss_curve(devices, steps=4):
+def _loss_curve(devices, steps=4, coarse='tasad_cas'):
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, os.path.join(HERE, 'loss_curve.py'),
-                        str(steps)], env=env, capture_output=True, text=True,
-                       timeout=600, check=True)
+                        str(steps), f'--coarse={coarse}'], env=env,
+                       capture_output=True, text=True, timeout=600, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -62,6 +62,16 @@ def test_four_devices_give_the_single_device_loss_curve():
   assert one['devices'] == 1 and four['devices'] == 4
   np.testing.assert_allclose(four['losses'], one['losses'], rtol=2e-4)
   assert len(set(one['losses'])) > 1
+
+
+def test_four_devices_give_the_single_device_anoseg_curves():
+  """AnoSeg's discriminator-then-generator step: the same on 1 and 4 devices."""
+  one, four = _loss_curve(1, 3, 'anoseg'), _loss_curve(4, 3, 'anoseg')
+  assert four['devices'] == 4
+  for key in ('loss', 'disc_loss', 'pixel', 'adversarial', 'reconstruction'):
+    np.testing.assert_allclose(four['metrics'][key], one['metrics'][key],
+                               rtol=2e-4, err_msg=key)
+  assert len(set(one['metrics']['disc_loss'])) > 1
 
 
 def _params(workdir, config, stage):
