@@ -20,8 +20,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import (fileio, inference, methods, metrics, sharding,
-                       thresholds, visualize)
+from tasad_jax import (fileio, inference, labelled, methods, metrics,
+                       sharding, thresholds, visualize)
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
@@ -96,6 +96,9 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float) -> dict:
           'pixel_ap': metrics.average_precision(maps[rows], masks[rows]),
       }
     result[method] = {k: float(v) for k, v in values.items()}
+    # Best IoU over thresholds: IoU = F1 / (2 - F1) is monotone in F1.
+    f1 = result[method]['pixel_f1_max']
+    result[method]['pixel_iou_max'] = f1 / (2.0 - f1) if f1 == f1 else f1
     result[method]['per_defect'] = per_defect
     result[method]['f1_optimal_thresholds'] = f1_thresholds
   return result
@@ -165,6 +168,8 @@ def evaluate_category(config, workdir: str) -> dict:
   if not os.path.isdir(workdir):
     raise UserInputError(f'{workdir}: workdir not found')
   split = input_pipeline.load_split(config, 'test')
+  # Real defects used in training (weak supervision) are not evaluated.
+  split, excluded = labelled.exclude(config, workdir, split)
   base = os.path.join(input_pipeline.resolve_root(config.data.root),
                       config.data.category)
   _check_split(split, base)
@@ -172,7 +177,8 @@ def evaluate_category(config, workdir: str) -> dict:
   report = {'category': config.data.category,
             'coarse': methods.name_of(config),
             'image_size': config.data.image_size,
-            'num_images': int(len(split['label']))}
+            'num_images': int(len(split['label'])),
+            'labelled_anomalies_excluded': excluded}
   report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit))
   trained = thresholds.load(workdir)
   if trained is not None:
@@ -205,7 +211,9 @@ def _publish(config, workdir, split, outputs, report) -> None:
 def mean_report(reports: list[dict]) -> dict:
   """The mean of each metric over categories, per method."""
   mean = {'category': 'mean', 'coarse': reports[0]['coarse'],
-          'num_images': sum(r['num_images'] for r in reports)}
+          'num_images': sum(r['num_images'] for r in reports),
+          'labelled_anomalies_excluded': sum(
+              r.get('labelled_anomalies_excluded', 0) for r in reports)}
   for method in METHODS:
     rows = [r[method] for r in reports if method in r]
     if len(rows) == len(reports):
@@ -224,7 +232,8 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
     config = config.copy_and_resolve_references()
     config.data.category = categories[0]
     report = evaluate_category(config, workdir)
-    print(format_table(report) + ('\n' + report['note'] if 'note' in report else ''))
+    print(format_table(report) + ('\n' + report['note'] if 'note' in report else '')
+          + ('\n' + labelled.note(report) if labelled.note(report) else ''))
     return report
   reports = []
   for name in categories:
@@ -232,7 +241,8 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
     c.data.category = name
     reports.append(evaluate_category(c, os.path.join(workdir, name)))
   summary = {'categories': reports + [mean_report(reports)]}
-  print(format_table(summary))
+  print(format_table(summary) + ('\n' + labelled.note(summary['categories'][-1])
+                                 if labelled.note(summary['categories'][-1]) else ''))
   if jax.process_index() == 0:
     fileio.write_json(os.path.join(workdir, 'eval', 'summary.json'), summary)
   return summary
