@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.loader = 'folder'  # 'folder' reads files; 'tfds' uses the mvtec_ad builder.
   config.data.tfds_data_dir = ''  # TFDS data_dir for loader='tfds' ('' = TFDS default).
   config.data.load_threads = 0  # Decoding threads (0 = one per CPU).
+  config.data.labelled_anomalies = ''  # Real defects to train on: '', 'test:N' (N per type) or an MVTec-layout folder.
+  config.data.labelled_rate = 0.1  # Share of train samples drawn from the labelled anomalies.
 
   config.anomaly = ml_collections.ConfigDict()
   config.anomaly.source = 'tfds:dtd'  # 'builtin', 'tfds:<name>' or a folder (DTD or flat).
@@ -57,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
 
   config.coarse = ml_collections.ConfigDict()
-  config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas', 'destseg' or 'anoseg' (tasad_jax/methods).
+  config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas', 'destseg', 'anoseg' or 'cavga' (tasad_jax/methods).
   config.coarse.plugins = ()  # Modules to import that register more coarse methods.
   for name, defaults in methods.default_sections().items():
     # Each method's settings, config.coarse.<name>, with their defaults and

@@ -21,8 +21,9 @@ from absl import logging
 import jax
 import numpy as np
 
-from tasad_jax import (distributed, fileio, inference, methods, metrics,
-                       report as report_lib, sharding, thresholds, visualize)
+from tasad_jax import (distributed, fileio, inference, labelled, methods,
+                       metrics, report as report_lib, sharding, thresholds,
+                       visualize)
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
@@ -177,6 +178,8 @@ def evaluate_category(config, workdir: str) -> dict:
   if not os.path.isdir(workdir):
     raise UserInputError(f'{workdir}: workdir not found')
   split = input_pipeline.load_split(config, 'test')
+  # Real defects used in training (weak supervision) are not evaluated.
+  split, excluded = labelled.exclude(config, workdir, split)
   base = os.path.join(input_pipeline.resolve_root(config.data.root),
                       config.data.category)
   _check_split(split, base)
@@ -184,7 +187,8 @@ def evaluate_category(config, workdir: str) -> dict:
   report = {'category': config.data.category,
             'coarse': methods.name_of(config),
             'image_size': config.data.image_size,
-            'num_images': int(len(split['label']))}
+            'num_images': int(len(split['label'])),
+            'labelled_anomalies_excluded': excluded}
   trained = thresholds.load(workdir)
   report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit,
                                 trained))
@@ -221,7 +225,9 @@ def _publish(config, workdir, split, outputs, report) -> None:
 def mean_report(reports: list[dict]) -> dict:
   """The mean of each metric over categories, per method."""
   mean = {'category': 'mean', 'coarse': reports[0]['coarse'],
-          'num_images': sum(r['num_images'] for r in reports)}
+          'num_images': sum(r['num_images'] for r in reports),
+          'labelled_anomalies_excluded': sum(
+              r.get('labelled_anomalies_excluded', 0) for r in reports)}
   for method in METHODS:
     rows = [r[method] for r in reports if method in r]
     if len(rows) == len(reports):
@@ -242,7 +248,9 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
     config.data.category = categories[0]
     report = evaluate_category(config, workdir)
     if jax.process_index() == 0:
-      print(format_table(report) + ('\n' + report['note'] if 'note' in report else ''))
+      note = labelled.note(report)
+      print(format_table(report) + ('\n' + report['note'] if 'note' in report else '')
+            + ('\n' + note if note else ''))
     return report
   reports = []
   for name in categories:
@@ -251,7 +259,8 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
     reports.append(evaluate_category(c, os.path.join(workdir, name)))
   summary = {'categories': reports + [mean_report(reports)]}
   if jax.process_index() == 0:
-    print(format_table(summary))
+    note = labelled.note(summary['categories'][-1])
+    print(format_table(summary) + ('\n' + note if note else ''))
     fileio.write_json(os.path.join(workdir, 'eval', 'summary.json'), summary)
     report_lib.write_index(os.path.join(workdir, 'eval', 'index.html'), summary,
                            {n: f'../{n}/eval/report.html' for n in categories})

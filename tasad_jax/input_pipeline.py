@@ -99,6 +99,7 @@ class TrainData:
   images: np.ndarray  # uint8 [N, S, S, 3]
   pool: sources.SourcePool
   sources: sources.SourcePool  # The configured sources alone (shared by stages).
+  labelled: dict | None = None  # Real defects ('image', 'mask'), `tasad_jax.labelled`.
 
 
 def load_sources(config) -> sources.SourcePool:
@@ -117,7 +118,8 @@ def load_sources(config) -> sources.SourcePool:
 
 
 def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
-                    cas_pool: sources.SourcePool | None = None) -> TrainData:
+                    cas_pool: sources.SourcePool | None = None,
+                    labelled: dict | None = None) -> TrainData:
   """Loads the normal images and the source pool of `stage` ('cas' or 'fas').
 
   The fine stage draws from `fas_source_fraction` of the sources plus, when
@@ -148,7 +150,7 @@ def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
       raise UserInputError('config.anomaly: the fine stage has no sources; set '
                            'fas_source_fraction > 0 or fas_add_train_images')
     pool = sources.SourcePool.concatenate(parts)
-  return TrainData(train_images, pool, source_pool)
+  return TrainData(train_images, pool, source_pool, labelled)
 
 
 def _process_split(batch_size: int, process_index: int | None,
@@ -168,9 +170,13 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   """The infinite train stream of this process, starting at global `start_step`.
 
   Yields batches {'image', 'augmented': float32 [b, S, S, 3] in [0, 1],
-  'mask': float32 [b, S, S, 1] in {0, 1}, 'label': int32 [b], 'index': int64
-  [b] (the global example indices)} where b is the global `batch_size` divided
-  by the process count.
+  'mask': float32 [b, S, S, 1] in {0, 1}, 'label': int32 [b], 'real': int32
+  [b], 'index': int64 [b] (the global example indices)} where b is the global
+  `batch_size` divided by the process count. With labelled anomalies
+  (`data.labelled`), a sample is, with probability `config.data.labelled_rate`
+  decided by its own seed, one of them drawn uniformly instead of a
+  pseudo-anomaly: 'image' and 'augmented' both the defect image, its real mask,
+  'label' 1 and 'real' 1 ('real' is 0 otherwise).
   """
   params = anomaly_params(config).for_stage(stage)
   index, count, local = _process_split(batch_size, process_index, process_count)
@@ -183,6 +189,7 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   src_segments = tf.constant(data.pool.segments.astype(np.int32))
   src_counts = tf.constant(data.pool.num_segments.astype(np.int32))
   base_seed = tf.constant([config.seed, STAGES.index(stage)], tf.int64)
+  real = _real_defects(data.labelled, config)
 
   def example(i):
     seed = tf.random.experimental.stateless_fold_in(base_seed, i)
@@ -193,11 +200,13 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
     s = tf.random.experimental.stateless_split(seed, 2)
     source_index = tf.random.stateless_uniform([], s[0], 0, num_sources,
                                                dtype=tf.int64)
-    return dict(anomalies.synthesize(
+    sample = anomalies.synthesize(
         tf.cast(tf.gather(images, image_index), tf.float32) / 255.0,
         tf.cast(tf.gather(src_images, source_index), tf.float32) / 255.0,
         tf.gather(src_segments, source_index),
-        tf.gather(src_counts, source_index), s[1], params), index=i)
+        tf.gather(src_counts, source_index), s[1], params)
+    sample['real'] = tf.constant(0, tf.int32)
+    return dict(real(sample, seed) if real else sample, index=i)
 
   ds = tf.data.Dataset.counter(start_step, dtype=tf.int64)
   ds = ds.map(lambda step: step * batch_size + index * local + tf.range(
@@ -207,10 +216,34 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _real_defects(labelled: dict | None, config):
+  """fn(sample, seed) replacing a sample by a real defect at
+  config.data.labelled_rate, or None without labelled anomalies."""
+  rate = float(config.data.get('labelled_rate', 0.0))
+  if labelled is None or not len(labelled['image']) or rate <= 0:
+    return None
+  images = tf.constant(labelled['image'])
+  masks = tf.constant((np.asarray(labelled['mask']) > 0).astype(np.uint8))
+  count = len(labelled['image'])
+
+  def replace(sample, seed):
+    # Seeds of their own (fold_in 7), so the pseudo-anomalies stay as they are.
+    s = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, 7), 2)
+    use = tf.random.stateless_uniform([], s[0]) < rate
+    j = tf.random.stateless_uniform([], s[1], 0, count, dtype=tf.int64)
+    image = tf.cast(tf.gather(images, j), tf.float32) / 255.0
+    defect = {'image': image, 'augmented': image,
+              'mask': tf.cast(tf.gather(masks, j), tf.float32),
+              'label': tf.constant(1, tf.int32), 'real': tf.constant(1, tf.int32)}
+    return tf.cond(use, lambda: defect, lambda: sample)
+  return replace
+
+
 def batch_summary(batch: dict[str, Any]) -> str:
   """A few lines describing a train batch: shapes, ranges, anomaly statistics."""
   lines = []
-  for key in ('image', 'augmented', 'mask', 'label'):
+  for key in ('image', 'augmented', 'mask', 'label', 'real'):
     v = np.asarray(batch[key])
     lines.append(f'  {key:10s} {str(v.dtype):8s} {str(v.shape):20s} '
                  f'min {v.min():.3f}  max {v.max():.3f}  mean {v.mean():.3f}')

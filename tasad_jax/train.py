@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax import (checkpointing, distributed, fileio, fine, methods,
+from tasad_jax import (checkpointing, distributed, fileio, fine, labelled,
+                       methods,
                        preemption, sharding, stage as stage_lib, thresholds)
 from tasad_jax.checkpointing import checkpoint_dir
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
@@ -85,10 +86,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     train_images, holdout = thresholds.split_holdout(
         input_pipeline.load_split(config, 'train')['image'],
         config.threshold.holdout_fraction, config.seed)
+    # Weak supervision: real defects mixed into every stage's stream.
+    real = labelled.for_training(config, workdir, jax.process_index() == 0)
     cas_pool = None
     for name in config.stages:
       data = input_pipeline.load_train_data(config, name, train_images,
-                                            cas_pool)
+                                            cas_pool, real)
       cas_pool = data.sources
       train_stage(config, workdir, build_stage(config, name), data, mesh, stop)
     calibrate(config, workdir, holdout if len(holdout) else train_images, mesh)

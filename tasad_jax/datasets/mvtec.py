@@ -89,7 +89,16 @@ def scan_category(root: str, category: str) -> Category:
   if not train:
     raise UserInputError(f'{train_dir}: no image files '
                          f'({", ".join(imageio.IMAGE_EXTENSIONS)})')
+  return Category(root=root, name=category, train=train,
+                  test=scan_test(base))
 
+
+def scan_test(base: str) -> tuple[Sample, ...]:
+  """Lists `<base>/test/<type>/*` with the masks of `<base>/ground_truth`.
+
+  Raises:
+    UserInputError: a defect image has no mask, or a mask has no image.
+  """
   test: list[Sample] = []
   test_dir = os.path.join(base, 'test')
   gt_dir = os.path.join(base, 'ground_truth')
@@ -117,7 +126,7 @@ def scan_category(root: str, category: str) -> Category:
               f'{p}: defect image has no mask '
               f'{os.path.join(mask_dir, _stem(p) + MASK_SUFFIX)}.png')
         test.append(Sample(p, 1, defect, masks[_stem(p)]))
-  return Category(root=root, name=category, train=train, test=tuple(test))
+  return tuple(test)
 
 
 def _load_one(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,8 @@
     tasad_cas  TASAD's coarse segmenter (default; Shah et al., 2023)
     destseg    DeSTSeg (Zhang et al., CVPR 2023): frozen ResNet-18 teacher,
                denoising student, segmentation net on their feature distances
+    cavga      CAVGA (Venkataramanan et al., ECCV 2020): convolutional
+               adversarial VAE, Grad-CAM attention expansion; weak=True: CAVGA-Rw
 
 TASAD's fine stage (`tasad_jax.fine`), evaluation, predict and export work on
 any of them. A method is one module that subclasses `base.CoarseMethod` and

@@ -18,7 +18,7 @@ from tasad_jax.errors import UserInputError
 REGISTRY: dict[str, type] = {}
 # The package's own methods, imported (and so registered) on first use.
 BUNDLED = ('tasad_jax.methods.tasad_cas', 'tasad_jax.methods.destseg',
-           'tasad_jax.methods.anoseg')
+           'tasad_jax.methods.anoseg', 'tasad_jax.methods.cavga')
 
 
 def load_bundled() -> None:

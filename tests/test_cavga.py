@@ -1,0 +1,193 @@
+"""CAVGA: Grad-CAM in JAX, the attention expansion loss, the sampled latent,
+and both variants + FAS end to end."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import run_script
+from configs import tiny
+from tasad_jax import (checkpointing, evaluate, exporting, labelled, methods,
+                       predictor, sharding, stage, train)
+from tasad_jax.methods import cavga
+
+SMALL = {'encoder_layers': 2, 'latent_channels': 8, 'decoder_channels': 16,
+         'disc_channels': 8}
+
+
+def _config(**settings):
+  config = tiny.get_config()
+  config.coarse.name = 'cavga'
+  for k, v in {**SMALL, **settings}.items():
+    config.coarse.cavga[k] = v
+  return config
+
+
+def _batch(n=4, size=32, seed=0):
+  rng = np.random.default_rng(seed)
+  image = rng.random((n, size, size, 3)).astype(np.float32)
+  return {'image': image, 'augmented': image.copy(),
+          'label': np.zeros(n, np.int32), 'real': np.zeros(n, np.int32)}
+
+
+def _direct_gradcam(features, per_image_grad):
+  """Grad-CAM by the book, one image at a time, in numpy."""
+  out = []
+  for f, g in zip(features, per_image_grad):
+    alpha = g.mean(axis=(0, 1))  # Gradients averaged over space.
+    cam = np.maximum((f * alpha).sum(-1), 0.0)  # Weighted sum, ReLU.
+    out.append(cam / (cam.max() + 1e-8))
+  return np.stack(out)
+
+
+def test_gradcam_equals_the_direct_computation():
+  rng = np.random.default_rng(0)
+  features = jnp.asarray(rng.normal(size=(3, 4, 5, 6)), jnp.float32)
+  w1 = jnp.asarray(rng.normal(size=(6, 7)), jnp.float32)
+  w2 = jnp.asarray(rng.normal(size=(7,)), jnp.float32)
+
+  # A small nonlinear head: per-position MLP, summed over space.
+  def head(f):
+    return jnp.sum(jnp.tanh(f @ w1) @ w2, axis=(-2, -1))
+
+  attention, scores, aux = cavga.gradcam(lambda f: (head(f), 'aux'), features)
+  grads = [np.asarray(jax.grad(head)(features[n])) for n in range(3)]
+  np.testing.assert_allclose(attention, _direct_gradcam(np.asarray(features), grads),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(scores, [head(features[n]) for n in range(3)],
+                             rtol=1e-5)
+  assert aux == 'aux' and attention.shape == (3, 4, 5)
+  assert float(attention.min()) >= 0 and np.allclose(attention.max((1, 2)), 1)
+
+  # A linear head: d s / d F is the weight vector at every position.
+  w = rng.normal(size=6).astype(np.float32)
+  linear, _, _ = cavga.gradcam(
+      lambda f: (jnp.sum(f @ jnp.asarray(w), axis=(1, 2)), None), features)
+  cam = np.maximum(np.asarray(features) @ w, 0)
+  np.testing.assert_allclose(linear, cam / (cam.max((1, 2), keepdims=True) + 1e-8),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_attention_expansion_gradient_is_finite_and_raises_attention():
+  """L_ae alone: finite gradients, also through Grad-CAM's own gradient (the
+  latent head reaches A only through the gradient), and A grows over steps."""
+  config = _config(rec_weight=0.0, kl_weight=0.0, adv_weight=0.0,
+                   ae_weight=1.0, learning_rate=1e-3)
+  mesh = sharding.make_mesh()
+  method = methods.get(config)
+  state = method.create_state(mesh)
+  batch = _batch()
+  v = cavga._split(method.inference_variables(state))
+
+  def ae_loss(latent_params):
+    features = method.encoder.apply(v['encoder'], batch['image'])[-1]
+    p = dict(v, latent={'params': latent_params})
+    return jnp.mean(1.0 - method._attention(p, features, 'latent')[0])
+
+  grads = jax.grad(ae_loss)(v['latent']['params'])
+  leaves = jax.tree_util.tree_leaves(grads)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+  assert max(float(jnp.abs(g).max()) for g in leaves) > 0
+
+  program_at = stage.compile_phases(method, state, mesh)
+  global_batch = sharding.to_global(batch, mesh)
+  attention = []
+  with jax.set_mesh(mesh):
+    for i in range(6):
+      state, m, finite = program_at(i)(state, global_batch, None)
+      assert bool(finite)
+      attention.append(float(m['attention']))
+  assert attention[-1] > attention[0] + 0.02, attention
+  assert np.isclose(float(m['ae']), 1.0 - attention[-1], atol=1e-5)
+
+
+def _run(method, state, batch, steps, mesh):
+  program_at = stage.compile_phases(method, state, mesh)
+  metrics = []
+  with jax.set_mesh(mesh):
+    for _ in range(steps):
+      state, m, _ = program_at(int(state.step))(state, batch, None)
+      metrics.append(float(m['rec']))
+  return state, metrics
+
+
+def test_sampled_latent_differs_between_steps_and_survives_a_resume(tmp_path):
+  config = _config()
+  mesh = sharding.make_mesh()
+  method = methods.get(config)
+  batch = sharding.to_global(_batch(), mesh)
+  host = lambda s: jax.tree_util.tree_map(np.asarray, s)  # pylint: disable=unnecessary-lambda-assignment
+  fresh = host(method.create_state(mesh))
+  put = lambda s: jax.device_put(s, sharding.replicated(mesh))  # pylint: disable=unnecessary-lambda-assignment
+  # Same parameters and batch, another step number: another draw of z.
+  _, at0 = _run(method, put(fresh), batch, 1, mesh)
+  _, at0_again = _run(method, put(fresh), batch, 1, mesh)
+  _, at7 = _run(method, put(fresh.replace(step=np.int32(7))), batch, 1, mesh)
+  assert at0 == at0_again and at0 != at7
+
+  straight, _ = _run(method, put(fresh), batch, 4, mesh)
+  half, _ = _run(method, put(fresh), batch, 2, mesh)
+  ckpt = checkpointing.Checkpointer(str(tmp_path / 'cas'))
+  ckpt.save(2, half)
+  ckpt.wait()
+  resumed_method = methods.get(_config())
+  restored = ckpt.restore(resumed_method.create_state(mesh))
+  ckpt.close()
+  resumed, _ = _run(resumed_method, restored, batch, 2, mesh)
+  for a, b in zip(jax.tree_util.tree_leaves(host(straight)),
+                  jax.tree_util.tree_leaves(host(resumed))):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('weak', [False, True])
+def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree, weak):
+  """CAVGA-R (evaluate.py) and CAVGA-Rw on one real defect per type (in
+  process): train with FAS, evaluate, predict and export."""
+  root, _ = mvtec_tree
+  config = _config(weak=weak)
+  config.data.root, config.data.category = root, 'widget'
+  config.train.cas_steps, config.train.fas_steps = 3, 2
+  if weak:
+    config.data.labelled_anomalies, config.data.labelled_rate = 'test:1', 0.5
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  if weak:
+    report = evaluate.evaluate(config, workdir, ['widget'])
+    with open(os.path.join(workdir, labelled.RECORD)) as f:
+      files = json.load(f)['files']
+    # 'crack' has 2 images, 'hole' 1: one crack is trained on, none of hole.
+    assert [os.path.basename(os.path.dirname(p)) for p in files] == ['crack']
+    assert report['labelled_anomalies_excluded'] == 1
+    assert report['num_images'] == 4
+  else:
+    result = run_script('evaluate.py', f'--workdir={workdir}',
+                        f'--config.data.root={root}',
+                        '--config.data.category=widget',
+                        '--config.coarse.name=cavga',
+                        *[f'--config.coarse.cavga.{k}={v}' for k, v in SMALL.items()])
+    assert result.returncode == 0, result.stderr
+    assert 'cavga+fas' in result.stdout and 'cavga ' in result.stdout
+    with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+      report = json.load(f)
+    assert report['labelled_anomalies_excluded'] == 0
+  assert report['coarse'] == 'cavga'
+  for method in ('cas', 'tasad'):
+    assert 0.0 <= report[method]['pixel_ap'] <= 1.0
+  model = predictor.load(workdir)
+  assert model.runner.coarse.method == 'cavga' and model.runner.coarse.weak == weak
+  assert 'discriminator' not in model.runner.cas['params']
+  images = np.random.default_rng(3).integers(0, 256, (2, 40, 50, 3), np.uint8)
+  assert model.predict(images)['anomaly_maps'].shape == (2, 40, 50)
+  path = str(tmp_path / 'model.stablehlo')
+  exporting.export_stablehlo(model, path)
+  with open(path, 'rb') as f:
+    exported = jax.export.deserialize(f.read())
+  x = model.preprocess(images)[0]
+  live = model.runner(x)
+  maps, scores = exported.call(x)
+  np.testing.assert_allclose(maps, live['tasad_map'], atol=1e-5)
+  np.testing.assert_allclose(scores, live['tasad_score'], rtol=1e-5, atol=1e-6)
