@@ -25,11 +25,10 @@ not depend on the weights); no TensorFlow is imported.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
@@ -37,17 +36,8 @@ import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from tasad_jax import fine, inference, methods, sharding, stage
+from train_step import _median_time as _median_s  # pylint: disable=g-bad-import-order
 
-
-def _median_s(fn, warmup: int, repeats: int) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def _flops(compiled) -> float:
