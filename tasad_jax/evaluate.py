@@ -35,7 +35,7 @@ TABLE_KEYS = metrics.METRIC_KEYS + ('pixel_iou_at_threshold',)
 def method_label(method: str, coarse: str) -> str:
   """The table row of output key `method` ('cas' or 'tasad') of a coarse
   method: 'cas'/'tasad' for TASAD, e.g. 'destseg'/'destseg+fas' otherwise."""
-  return methods.method_class(coarse).row_labels()[METHODS.index(method)]
+  return report_lib.method_labels(coarse)[method]
 
 
 def _check_split(split: dict, base: str) -> None:
@@ -144,14 +144,12 @@ def _visual_indices(split: dict, count: int) -> list[int]:
   return chosen
 
 
-def _write_heatmaps(split, outputs, folder, count, writer,
-                    coarse: str) -> list[str]:
+def _write_heatmaps(split, outputs, folder, count, writer, coarse: str,
+                    ranges: dict[str, tuple[float, float]]) -> list[str]:
+  """Heat-map PNGs of `count` test images, each method's maps on its colour
+  scale `ranges` (the report's)."""
   names = [m for m in METHODS if f'{m}_map' in outputs]
   labels = {m: method_label(m, coarse) for m in names}
-  ranges = {}
-  for m in names:
-    lo, hi = np.percentile(outputs[f'{m}_map'], [1, 99.9])
-    ranges[m] = (float(lo), float(hi))
   os.makedirs(folder, exist_ok=True)
   written, images = [], {}
   for i in _visual_indices(split, count):
@@ -207,16 +205,18 @@ def _publish(config, workdir, split, outputs, report) -> None:
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   final = os.path.join(workdir, 'eval')
 
+  scales = report_lib.map_scales(outputs)  # One scale for PNGs and page.
+
   def build(tmp):
     writer = metric_writers.create_default_writer(os.path.join(tmp, 'logs'))
     report['heatmaps'] = _write_heatmaps(split, outputs,
                                          os.path.join(tmp, 'heatmaps'),
                                          config.eval.num_visualizations, writer,
-                                         report['coarse'])
+                                         report['coarse'], scales)
     writer.close()
     fileio.write_json(os.path.join(tmp, 'metrics.json'), report)
     report_lib.write_category_report(os.path.join(tmp, 'report.html'), split,
-                                     outputs, report, config)
+                                     outputs, report, config, scales=scales)
 
   fileio.atomic_dir(final, build)
   logging.info('Wrote %s', os.path.join(final, 'metrics.json'))

@@ -107,7 +107,7 @@ def load(config, test_split: dict | None = None) -> dict | None:
 
 
 def _real(paths) -> list[str]:
-  return sorted(os.path.realpath(str(p)) for p in paths)
+  return sorted(_real_each(paths))
 
 
 def for_training(config, workdir: str, write: bool = True) -> dict | None:

@@ -273,7 +273,8 @@ def _config_text(config) -> str:
 
 def write_category_report(path: str, split: dict, outputs: dict, report: dict,
                           config, created: str | None = None,
-                          gallery_size: int = 4, per_defect: int = 3) -> None:
+                          gallery_size: int = 4, per_defect: int = 3,
+                          scales: dict | None = None) -> None:
   """Writes the self-contained HTML report of one evaluated category.
 
   Args:
@@ -285,13 +286,14 @@ def write_category_report(path: str, split: dict, outputs: dict, report: dict,
     created: the time shown on the page (default: now).
     gallery_size: images in each of the worst-missed and false-alarm rows.
     per_defect: images shown per defect type.
+    scales: each method's colour scale (default `map_scales(outputs)`).
   """
   from tasad_jax import report_plots  # pylint: disable=g-import-not-at-top
   labels = method_labels(report['coarse'])
   names = [m for m in METHODS if m in report]
   final, threshold, source = decision_threshold(report)
   created = created or _now()
-  scales = map_scales(outputs)
+  scales = scales or map_scales(outputs)
   split_labels = split['label'] > 0
   steps = report.get('checkpoint_steps') or {}
   trained = report.get('trained_thresholds')

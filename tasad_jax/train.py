@@ -102,12 +102,10 @@ def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
   from tasad_jax import inference  # pylint: disable=g-import-not-at-top
   runner = inference.TwoStage.from_workdir(config, workdir, mesh)
   out = runner.run(images, config.eval.batch_size)
-  values = thresholds.from_normal(out[f'{runner.method}_score'],
-                                  out[f'{runner.method}_map'],
-                                  config.threshold.target_false_alarm_rate)
-  values['method'] = runner.method
-  values['per_method'] = thresholds.per_method(
-      out, config.threshold.target_false_alarm_rate)
+  per_method = thresholds.per_method(out, config.threshold.target_false_alarm_rate)
+  # The final stage's thresholds at the top level, as before per_method.
+  values = dict(per_method[runner.method], method=runner.method,
+                per_method=per_method)
   if jax.process_index() == 0:
     thresholds.save(workdir, values)
   logging.info('Thresholds from %d normal images: %s', len(images), values)

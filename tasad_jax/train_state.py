@@ -110,6 +110,11 @@ def network_variables(variables: dict, name: str) -> dict:
   return out
 
 
+def split_networks(variables: dict) -> dict[str, dict]:
+  """{'params': {net: ...}, 'batch_stats': {net: ...}} -> {net: its variables}."""
+  return {name: network_variables(variables, name) for name in variables['params']}
+
+
 def all_finite(*trees: Any) -> jax.Array:
   """Whether every entry of every array in `trees` is finite."""
   leaves = [x for t in trees for x in jax.tree_util.tree_leaves(t)]

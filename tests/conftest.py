@@ -16,6 +16,7 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
 import subprocess  # pylint: disable=g-import-not-at-top
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -143,3 +144,43 @@ def held_out_pseudo_anomaly_ap(config, workdir) -> tuple[float, float]:
   maps = runner.run(batch['augmented'], 16)['cas_map']
   masks = batch['mask'][..., 0] > 0
   return metrics.average_precision(maps, masks), float(masks.mean())
+
+
+def exported_stablehlo(model, tmp_path):
+  """`model` (a predictor) exported to StableHLO and loaded back."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from tasad_jax import exporting  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'model.stablehlo')
+  exporting.export_stablehlo(model, path)
+  with open(path, 'rb') as f:
+    return jax.export.deserialize(f.read())
+
+
+def train_steps(method, state, batch, steps):
+  """`steps` jitted steps of `method` on one numpy batch, each checked finite.
+
+  Returns:
+    (the state after them, the metrics of each step as floats).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from tasad_jax import sharding, stage  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh()
+  program_at = stage.compile_phases(method, state, mesh)
+  batch = sharding.to_global(batch, mesh)
+  history = []
+  with jax.set_mesh(mesh):
+    for i in range(steps):
+      state, m, finite = program_at(int(state.step))(state, batch, None)
+      assert bool(finite), f'step {i} not finite'
+      history.append({k: float(v) for k, v in m.items()})
+  return state, history
+
+
+def wait_for(predicate, timeout=240):
+  """Polls `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+  end = time.time() + timeout
+  while time.time() < end:
+    if predicate():
+      return True
+    time.sleep(0.01)
+  return False

@@ -9,10 +9,10 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from conftest import run_script
+from conftest import exported_stablehlo, run_script, train_steps
 from configs import tiny
-from tasad_jax import (anomalies, exporting, methods, metrics, predictor,
-                       sharding, stage, thresholds, train)
+from tasad_jax import (anomalies, methods, metrics, predictor, sharding,
+                       thresholds, train)
 from tasad_jax.errors import UserInputError
 from tasad_jax.methods import anoseg
 
@@ -105,14 +105,8 @@ def test_steps_lower_the_pixel_loss_and_move_the_discriminator():
   method = methods.get(config)
   state = method.create_state(mesh)
   first_disc = jax.tree_util.tree_map(np.asarray, state.params['disc'])
-  program_at = stage.compile_phases(method, state, mesh)
-  batch = sharding.to_global(_fixed_batch(np.random.default_rng(0)), mesh)
-  history = []
-  with jax.set_mesh(mesh):
-    for i in range(15):
-      state, m, finite = program_at(i)(state, batch, None)
-      assert bool(finite)
-      history.append({k: float(v) for k, v in m.items()})
+  state, history = train_steps(method, state,
+                               _fixed_batch(np.random.default_rng(0)), 15)
   assert history[-1]['pixel'] < 0.8 * history[0]['pixel']
   assert history[-1]['reconstruction'] < history[0]['reconstruction']
   disc = [h['disc_loss'] for h in history]
@@ -204,10 +198,7 @@ def test_anoseg_with_fas_end_to_end(tmp_path):
     assert 0.0 <= report[method]['pixel_iou_best'] <= 1.0
   out = model.predict(x[:2])
   assert out['anomaly_maps'].shape == (2, 32, 32)
-  path = str(tmp_path / 'model.stablehlo')
-  exporting.export_stablehlo(model, path)
-  with open(path, 'rb') as f:
-    exported = jax.export.deserialize(f.read())
+  exported = exported_stablehlo(model, tmp_path)
   maps, scores = exported.call(model.preprocess(x[:2])[0])
   np.testing.assert_allclose(maps, live['tasad_map'][:2], atol=1e-5)
   np.testing.assert_allclose(scores, live['tasad_score'][:2], atol=1e-5)

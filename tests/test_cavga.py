@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_script
+from conftest import exported_stablehlo, run_script
 from configs import tiny
-from tasad_jax import (checkpointing, evaluate, exporting, labelled, methods,
-                       predictor, sharding, stage, train)
+from tasad_jax import (checkpointing, evaluate, labelled, methods, predictor,
+                       sharding, stage, train)
 from tasad_jax.methods import cavga
 
 SMALL = {'encoder_layers': 2, 'latent_channels': 8, 'decoder_channels': 16,
@@ -182,10 +182,7 @@ def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree, weak):
   assert 'discriminator' not in model.runner.cas['params']
   images = np.random.default_rng(3).integers(0, 256, (2, 40, 50, 3), np.uint8)
   assert model.predict(images)['anomaly_maps'].shape == (2, 40, 50)
-  path = str(tmp_path / 'model.stablehlo')
-  exporting.export_stablehlo(model, path)
-  with open(path, 'rb') as f:
-    exported = jax.export.deserialize(f.read())
+  exported = exported_stablehlo(model, tmp_path)
   x = model.preprocess(images)[0]
   live = model.runner(x)
   maps, scores = exported.call(x)

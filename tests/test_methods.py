@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import held_out_pseudo_anomaly_ap, run_script, write_easy_tree
+from conftest import (exported_stablehlo, held_out_pseudo_anomaly_ap, run_script,
+                      train_steps, write_easy_tree)
 from configs import tiny
-from tasad_jax import (exporting, methods, models, predictor, sharding, stage,
-                       train)
+from tasad_jax import methods, models, predictor, sharding, train
 from tasad_jax.errors import UserInputError
 
 
@@ -67,15 +67,8 @@ def test_destseg_phases_lower_their_losses():
   config.train.cas_steps = 12
   mesh = sharding.make_mesh()
   method = methods.get(config)
-  state = method.create_state(mesh)
-  program_at = stage.compile_phases(method, state, mesh)
-  batch = sharding.to_global(_fixed_batch(np.random.default_rng(1)), mesh)
-  history = []
-  with jax.set_mesh(mesh):
-    for i in range(12):
-      state, m, finite = program_at(i)(state, batch, None)
-      assert bool(finite)
-      history.append({k: float(v) for k, v in m.items()})
+  state, history = train_steps(method, method.create_state(mesh),
+                               _fixed_batch(np.random.default_rng(1)), 12)
   assert [h['phase'] for h in history] == [1.0] * 6 + [2.0] * 6
   assert history[5]['cosine'] < 0.9 * history[0]['cosine']
   assert history[11]['focal'] + history[11]['l1'] < 0.75 * (
@@ -119,10 +112,7 @@ def test_destseg_with_fas_end_to_end(tmp_path):
   images = np.random.default_rng(3).integers(0, 256, (2, 40, 50, 3), np.uint8)
   out = model.predict(images)
   assert out['anomaly_maps'].shape == (2, 40, 50)
-  path = str(tmp_path / 'model.stablehlo')
-  exporting.export_stablehlo(model, path)
-  with open(path, 'rb') as f:
-    exported = jax.export.deserialize(f.read())
+  exported = exported_stablehlo(model, tmp_path)
   x = model.preprocess(images)[0]
   live = model.runner(x)
   maps, scores = exported.call(x)

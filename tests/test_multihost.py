@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from configs import tiny
 from tasad_jax import preemption, sharding, train
 
@@ -90,15 +90,6 @@ def _run(*args, **kwargs):
     status, out, err = job.wait()
   assert status == 0, err[-3000:]
   return out, err
-
-
-def _wait_for(predicate, timeout=240):
-  end = time.time() + timeout
-  while time.time() < end:
-    if predicate():
-      return True
-    time.sleep(0.01)
-  return False
 
 
 def _state(workdir, stage):
@@ -252,7 +243,7 @@ def test_sigterm_sigkill_and_resume_across_processes(runs, tmp_path):
 
   # SIGTERM to process 1 alone: both stop at the same step, one checkpoint.
   with Job('train.py', workdir, CAS_ONLY) as job:
-    assert _wait_for(lambda: len(job.pids()) == 2 and _lock_holder(workdir)
+    assert wait_for(lambda: len(job.pids()) == 2 and _lock_holder(workdir)
                      == str(job.pids()[0]))
     for pid in job.pids().values():  # Loopback only.
       addresses = _sockets(pid)
@@ -269,7 +260,7 @@ def test_sigterm_sigkill_and_resume_across_processes(runs, tmp_path):
   # SIGKILL to process 0 (the coordinator) mid-run: the launcher stops the
   # other at once and says so in one line.
   with Job('train.py', workdir, CAS_ONLY) as job:
-    assert _wait_for(lambda: any(int(s) > step for s in os.listdir(folder)
+    assert wait_for(lambda: any(int(s) > step for s in os.listdir(folder)
                                  if s.isdigit()))
     pids = dict(job.pids())
     os.kill(pids[0], signal.SIGKILL)

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from tasad_jax import evaluate, preemption, sharding, train
 from tasad_jax.errors import TrainingFault, UserInputError
 
@@ -37,15 +38,6 @@ def _start(workdir, *extra):
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def _wait_for(predicate, timeout=240):
-  end = time.time() + timeout
-  while time.time() < end:
-    if predicate():
-      return True
-    time.sleep(0.01)
-  return False
-
-
 def _saving(workdir):
   folder = os.path.join(workdir, 'checkpoints', 'cas')
   return os.path.isdir(folder) and any('tmp' in n for n in os.listdir(folder))
@@ -67,7 +59,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tiny_config, tmp_path):
   for attempt in range(3):
     proc = _start(workdir)
     if attempt == 0:
-      assert _wait_for(lambda: _saving(workdir)), 'never saw a save'
+      assert wait_for(lambda: _saving(workdir)), 'never saw a save'
     else:
       time.sleep(rng.uniform(1.0, 6.0))
     proc.send_signal(signal.SIGKILL)
@@ -84,7 +76,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tiny_config, tmp_path):
 def test_sigterm_saves_and_stops_cleanly(tmp_path):
   workdir = str(tmp_path / 'w')
   proc = _start(workdir)
-  assert _wait_for(lambda: os.path.isdir(
+  assert wait_for(lambda: os.path.isdir(
       os.path.join(workdir, 'checkpoints', 'cas', '4')))
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)

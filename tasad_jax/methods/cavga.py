@@ -54,7 +54,7 @@ from tasad_jax import scoring, sharding, stage
 from tasad_jax.errors import UserInputError
 from tasad_jax.methods import base, registry, resnet
 from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, network_variables)
+                                   finish_step, split_networks)
 
 GENERATOR = ('encoder', 'latent', 'decoder')
 
@@ -275,7 +275,7 @@ class Cavga(base.CoarseMethod):
   def outputs(self, variables, images: jax.Array) -> dict[str, jax.Array]:
     """The map (1 - A, or A of the anomalous logit) and the reconstruction
     error [N] of the decoding of mu."""
-    v = _split(variables)
+    v = split_networks(variables)
     features = self.encoder.apply(v['encoder'], images, train=False)[-1]
     kind = self._map_attention()
     attention, _, (_, mu, _) = self._attention(v, features, kind)
@@ -312,7 +312,7 @@ class Cavga(base.CoarseMethod):
       x, normal = batch['augmented'], 1.0 - label
     else:
       x, normal = batch['image'], 1.0 - real
-    v = _split(state.variables)
+    v = split_networks(state.variables)
     stats = state.batch_stats
     disc = v['discriminator']
 
@@ -383,7 +383,3 @@ class Cavga(base.CoarseMethod):
   def phases(self) -> list[stage.Phase]:
     return [stage.Phase(0, self._step, 'cavga')]
 
-
-def _split(variables: dict) -> dict[str, dict]:
-  """{'params': {net: ...}, 'batch_stats': {net: ...}} -> {net: variables}."""
-  return {k: network_variables(variables, k) for k in variables['params']}

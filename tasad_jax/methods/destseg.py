@@ -34,7 +34,7 @@ from tasad_jax import scoring, sharding, stage
 from tasad_jax.errors import UserInputError
 from tasad_jax.methods import base, registry, resnet
 from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, network_variables)
+                                   finish_step, split_networks)
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
@@ -190,7 +190,7 @@ class DeSTSeg(base.CoarseMethod):
                              train=train, mutable=['batch_stats'] if train else False)
 
   def anomaly_map(self, variables, images: jax.Array) -> jax.Array:
-    v = _split(variables)
+    v = split_networks(variables)
     teacher = self._teacher(v, images)
     student = [_normalize(f) for f in self.student.apply(v['student'], images)]
     logits = self._segment(teacher, student, v['segnet'], train=False)
@@ -211,7 +211,7 @@ class DeSTSeg(base.CoarseMethod):
     """Phase 1: the student on the augmented image matches the teacher on the
     clean image (mean over levels of 1 - cosine similarity)."""
     del rng, context
-    v = _split(state.variables)
+    v = split_networks(state.variables)
     teacher = self._teacher(v, batch['image'])
 
     def loss_fn(params):
@@ -232,7 +232,7 @@ class DeSTSeg(base.CoarseMethod):
   def _segnet_step(self, state: TrainState, batch, rng, context):
     """Phase 2, student frozen: focal + L1 loss of the segmentation net."""
     del rng, context
-    v = _split(state.variables)
+    v = split_networks(state.variables)
     images = batch['augmented']
     teacher = self._teacher(v, images)
     student = [_normalize(jax.lax.stop_gradient(f))
@@ -271,7 +271,3 @@ def _segnet_groups(params: dict) -> dict:
       lambda _, k=k: 'res' if k.startswith('res') else 'head', v)
                 for k, v in p.items()} for net, p in params.items()}
 
-
-def _split(variables: dict) -> dict[str, dict]:
-  """{'params': {net: ...}, 'batch_stats': {net: ...}} -> {net: variables}."""
-  return {k: network_variables(variables, k) for k in variables['params']}
