@@ -12,7 +12,7 @@ import pytest
 from conftest import exported_stablehlo, run_script
 from configs import tiny
 from tasad_jax import (checkpointing, evaluate, labelled, methods, predictor,
-                       sharding, stage, train)
+                       sharding, stage, train, train_state)
 from tasad_jax.methods import cavga
 
 SMALL = {'encoder_layers': 2, 'latent_channels': 8, 'decoder_channels': 16,
@@ -81,7 +81,7 @@ def test_attention_expansion_gradient_is_finite_and_raises_attention():
   method = methods.get(config)
   state = method.create_state(mesh)
   batch = _batch()
-  v = cavga._split(method.inference_variables(state))
+  v = train_state.split_networks(method.inference_variables(state))
 
   def ae_loss(latent_params):
     features = method.encoder.apply(v['encoder'], batch['image'])[-1]
