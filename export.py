@@ -16,9 +16,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-import tasad_jax
 from tasad_jax import errors
 from tasad_jax import exporting
+from tasad_jax import predictor
+from tasad_jax import tiling
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
@@ -36,8 +37,10 @@ flags.mark_flags_as_required(['workdir', 'output'])
 @errors.cli_main
 def main(argv):
   del argv  # Checked by cli_main.
-  model = tasad_jax.load(FLAGS.workdir, FLAGS.restore_step)
-  height, width = exporting.image_shape(model, FLAGS.height, FLAGS.width)
+  config = predictor.load_config(FLAGS.workdir, FLAGS.restore_step)
+  height, width = exporting.image_shape(tiling.Geometry.from_config(config),
+                                        FLAGS.height, FLAGS.width)
+  model = predictor.Predictor(config, FLAGS.workdir)
   if FLAGS.format == 'stablehlo':
     exporting.export_stablehlo(model, FLAGS.output, height, width)
   else:

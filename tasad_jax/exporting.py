@@ -49,17 +49,18 @@ def _square_program(runner) -> callable:
   return run
 
 
-def image_shape(model, height: int = 0, width: int = 0) -> tuple[int, int]:
-  """The (height, width) of the images the exported program takes."""
-  s = model.image_size
-  if model.geometry.mode == 'squash':
+def image_shape(geometry: tiling.Geometry, height: int = 0, width: int = 0
+                ) -> tuple[int, int]:
+  """The (height, width) of the images a model's exported program takes."""
+  s = geometry.size
+  if geometry.mode == 'squash':
     if (height or width) and (height, width) != (s, s):
       raise UserInputError(f'--height/--width: a squash model takes {s}x{s} '
                            'images; resize them before serving')
     return s, s
   if height < 1 or width < 1:
     raise UserInputError(
-        f"--height and --width: a resize='{model.geometry.mode}' model is "
+        f"--height and --width: a resize='{geometry.mode}' model is "
         'exported for one image size; give the size of the images to serve')
   return height, width
 
@@ -112,14 +113,14 @@ def program(model, height: int = 0, width: int = 0) -> callable:
   square = _square_program(runner)
   if model.geometry.mode == 'squash':
     return square
-  height, width = image_shape(model, height, width)
+  height, width = image_shape(model.geometry, height, width)
   return _whole_image_program(square, runner, model.geometry, height, width,
                               model.config.eval.batch_size)
 
 
 def export_stablehlo(model, path: str, height: int = 0, width: int = 0) -> None:
   """Writes the serialized `jax.export.Exported` of the program to `path`."""
-  h, w = image_shape(model, height, width)
+  h, w = image_shape(model.geometry, height, width)
   shape = jax.export.symbolic_shape(f'b, {h}, {w}, 3')
   exported = jax.export.export(jax.jit(program(model, h, w)))(
       jax.ShapeDtypeStruct(shape, jnp.float32))
@@ -131,7 +132,7 @@ def export_saved_model(model, path: str, height: int = 0, width: int = 0
   """Writes a TensorFlow SavedModel of the program to the folder `path`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  h, w = image_shape(model, height, width)
+  h, w = image_shape(model.geometry, height, width)
   converted = jax2tf.convert(program(model, h, w),
                              polymorphic_shapes=[f'(b, {h}, {w}, 3)'])
   module = tf.Module()

@@ -139,7 +139,7 @@ def prepare_train_images(config, images) -> tuple[np.ndarray, np.ndarray | None]
 
 
 def _square_images(config, images: np.ndarray) -> np.ndarray:
-  """Train images (of `train_images`) as S x S anomaly sources: the images,
+  """Train images (of `prepare_train_images`) as S x S anomaly sources: the images,
   or for 'tile' one crop of each at a seeded position."""
   if images.dtype != object:
     return images
@@ -296,8 +296,10 @@ def _image_reader(data: TrainData, size: int):
     height, width = shapes[index][0], shapes[index][1]
     s = tf.random.experimental.stateless_split(
         tf.random.experimental.stateless_fold_in(seed, 3), 2)
-    y = tf.random.stateless_uniform([], s[0], 0, height - size + 1, tf.int64)
-    x = tf.random.stateless_uniform([], s[1], 0, width - size + 1, tf.int64)
+    y = tf.random.stateless_uniform([], s[0], 0, height - size + 1,
+                                  dtype=tf.int64)
+    x = tf.random.stateless_uniform([], s[1], 0, width - size + 1,
+                                  dtype=tf.int64)
     rows = starts[index] + ((y + span)[:, None] * width + x) * 3 + tf.range(
         3 * size, dtype=tf.int64)[None, :]
     crop = tf.reshape(tf.gather(flat, rows), [size, size, 3])

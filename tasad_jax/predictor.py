@@ -44,12 +44,12 @@ class Predictor:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.workdir = workdir
+    self.geometry = tiling.Geometry.from_config(config)
+    self.geometry.check()
     self.runner = inference.TwoStage.from_workdir(config, workdir,
                                                   sharding.make_mesh())
     self.method = self.runner.method
     self.thresholds = thresholds.load(workdir) or {}
-    self.geometry = tiling.Geometry.from_config(config)
-    self.geometry.check()
 
   @property
   def image_size(self) -> int:
@@ -100,6 +100,12 @@ class Predictor:
 def load(workdir: str, restore_step: int = 0) -> Predictor:
   """The predictor of a training workdir (its config.json and checkpoints:
   the latest, or step `restore_step` of each stage)."""
+  return Predictor(load_config(workdir, restore_step), workdir)
+
+
+def load_config(workdir: str, restore_step: int = 0
+                ) -> ml_collections.ConfigDict:
+  """A training workdir's config.json, set to restore `restore_step`."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise UserInputError(f'{workdir}: not a training workdir (no config.json)')
@@ -109,4 +115,4 @@ def load(workdir: str, restore_step: int = 0) -> Predictor:
   except (OSError, ValueError) as e:
     raise UserInputError(f'{path}: unreadable config ({e})') from None
   config.restore_step = int(restore_step)
-  return Predictor(config, workdir)
+  return config

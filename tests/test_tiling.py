@@ -150,6 +150,15 @@ def _config(tree, mode):
   return config
 
 
+def test_unsupported_combinations_are_refused(tree):
+  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  for field, value in (('loader', 'tfds'), ('labelled_anomalies', 'test:1')):
+    config = _config(tree, 'tile')
+    config.data[field] = value
+    with pytest.raises(UserInputError, match=f'config.data.{field}'):
+      input_pipeline.check_config(config)
+
+
 def test_train_stream_crops_tiles_and_keeps_anomalies_off_padding(tree):
   from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   for mode in ('tile', 'pad'):
@@ -237,8 +246,13 @@ def test_tile_and_pad_predict_and_export_give_the_live_maps(tile_workdir,
     np.testing.assert_allclose(maps, np.stack(live['anomaly_maps'][:2]),
                                atol=1e-5)
     np.testing.assert_allclose(scores, live['scores'][:2], atol=1e-5)
-  with pytest.raises(UserInputError, match='--height and --width'):
-    exporting.image_shape(model)  # export.py: one error line, status 2.
+  result = subprocess.run(  # Export needs the image size: one line, status 2.
+      [sys.executable, os.path.join(REPO, 'export.py'), f'--workdir={workdir}',
+       f'--output={tmp_path / "x.stablehlo"}'], capture_output=True, text=True,
+      cwd=REPO, timeout=300, check=False)
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert '--height and --width' in lines[0]
   photos = tmp_path / 'photos'
   photos.mkdir()
   for i, size in enumerate([(50, 80), (31, 33)]):

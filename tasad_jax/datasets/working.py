@@ -26,8 +26,8 @@ def _load_one(sample: Sample, geometry: tiling.Geometry
   image = imageio.read_image(sample.path)
   size = geometry.working_size(*image.shape[:2])
   mask_size = geometry.eval_size(*size)
-  if sample.mask_path is None:
-    mask = np.zeros(mask_size, np.uint8)
+  if sample.mask_path is None:  # A read-only view: no memory per image.
+    mask = np.broadcast_to(np.zeros((1, 1), np.uint8), mask_size)
   else:
     mask = imageio.resize_mask(imageio.read_mask(sample.mask_path), mask_size)
   return imageio.resize_image(image, size), mask[..., None]
