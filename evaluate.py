@@ -21,6 +21,7 @@ from tasad_jax import datasets
 from tasad_jax import distributed
 from tasad_jax import errors
 from tasad_jax import evaluate as evaluate_lib
+from tasad_jax.datasets import layouts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
@@ -32,8 +33,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 @errors.cli_main
 def main(argv):
   del argv  # Checked by cli_main, which also hides GPUs from TensorFlow.
-  categories = datasets.expand_categories(
-      FLAGS.config.data.root,
+  categories = layouts.expand_categories(
+      FLAGS.config,
       datasets.categories_from_argv(sys.argv, FLAGS.config.data.category))
   evaluate_lib.evaluate(FLAGS.config, FLAGS.workdir, categories)
 

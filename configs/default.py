@@ -16,8 +16,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Seeds parameters, data order and every pseudo-anomaly.
 
   config.data = ml_collections.ConfigDict()
-  config.data.root = ''  # MVTec-layout root, or 'embedded' for the built-in demo data.
-  config.data.category = 'bottle'  # Folder under root: <root>/<category>/train/good, ...
+  config.data.layout = 'mvtec'  # 'mvtec', 'visa' or 'folder' (tasad_jax/datasets/layouts.py).
+  config.data.root = ''  # Dataset root (mvtec, visa), or 'embedded' for the built-in demo data.
+  config.data.category = 'bottle'  # Folder under root (<root>/<category>/train/good, ...); the folder layout's name.
+  config.data.normal_dir = ''  # folder layout: normal images (train, and test by test_fraction).
+  config.data.abnormal_dir = ''  # folder layout: defective images; their type is the folder's name.
+  config.data.mask_dir = ''  # folder layout, optional: masks <stem>.* or <stem>_mask.* ('' = no masks).
+  config.data.normal_test_dir = ''  # folder layout, optional: normal test images ('' = split normal_dir).
+  config.data.test_fraction = 0.2  # folder layout without normal_test_dir: share of normal images tested (seeded).
   config.data.image_size = 256  # Images and masks are resized to this square size (the network's input, a tile's side).
   config.data.resize = 'squash'  # 'squash' (to the square, the paper's), 'pad' (aspect kept, padded) or 'tile' (tasad_jax/tiling.py).
   config.data.scale = 1.0  # 'tile': images rescaled by this before tiling (1.0 = native pixels).

@@ -31,7 +31,7 @@ import numpy as np
 from tasad_jax import (distributed, fileio, inference, labelled, methods,
                        metrics, report as report_lib, sharding, thresholds,
                        tiled_inference, tiling, visualize)
-from tasad_jax.datasets import imageio
+from tasad_jax.datasets import imageio, layouts
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
@@ -46,15 +46,16 @@ def method_label(method: str, coarse: str) -> str:
   return report_lib.method_labels(coarse)[method]
 
 
-def _check_split(split: dict, base: str) -> None:
+def _check_split(split: dict, where: str, good: str) -> None:
+  """`where`, `good`: the test split's source and its normal images'."""
   labels = split['label']
   if len(labels) == 0:
-    raise UserInputError(f'{base}/test: no test images')
+    raise UserInputError(f'{where}: no test images')
   if labels.all():
-    raise UserInputError(f'{base}/test/good: no good test image; image metrics '
+    raise UserInputError(f'{good}: no good test image; image metrics '
                          'need both classes')
   if not labels.any():
-    raise UserInputError(f'{base}/test: no defect images; pixel metrics need '
+    raise UserInputError(f'{where}: no defect images; pixel metrics need '
                          'anomalies')
 
 
@@ -199,9 +200,7 @@ def evaluate_category(config, workdir: str) -> dict:
   split = input_pipeline.load_split(config, 'test')
   # Real defects used in training (weak supervision) are not evaluated.
   split, excluded = labelled.exclude(config, workdir, split)
-  base = os.path.join(input_pipeline.resolve_root(config.data.root),
-                      config.data.category)
-  _check_split(split, base)
+  _check_split(split, *layouts.test_location(config))
   outputs = run_inference(config, workdir, split)
   split = _images_at_map_size(split)
   report = {'category': config.data.category,

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasad_jax import anomalies, tiling
-from tasad_jax.datasets import mvtec, resolve_root, sources, working
+from tasad_jax.datasets import layouts, mvtec, sources, working
 from tasad_jax.errors import UserInputError
 
 STAGES = ('cas', 'fas')
@@ -81,6 +81,7 @@ def check_config(config) -> None:
   if any(r not in (0, 90, 180, 270) for r in config.anomaly.saim_rotations):
     raise UserInputError('config.anomaly.saim_rotations: multiples of 90 only')
   anomaly_params(config)
+  layouts.check_config(config)
   geometry = tiling.Geometry.from_config(config)
   geometry.check()
   if geometry.mode != 'squash' and config.data.loader != 'folder':
@@ -93,8 +94,8 @@ def check_config(config) -> None:
 
 
 def scan(config) -> mvtec.Category:
-  """Lists the category's files (`config.data.root`, `config.data.category`)."""
-  return mvtec.scan_category(resolve_root(config.data.root), config.data.category)
+  """Lists the category's files in `config.data.layout` (`datasets.layouts`)."""
+  return layouts.scan(config)
 
 
 def load_split(config, split: str) -> dict[str, np.ndarray]:

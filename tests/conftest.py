@@ -5,7 +5,12 @@ import tempfile
 
 # Before anything imports the package: keep the embedded dataset and the SLIC
 # cache of this test session out of the user's cache, and TensorFlow quiet.
-os.environ['TASAD_JAX_CACHE'] = tempfile.mkdtemp(prefix='tasad_jax_test_cache_')
+# pytest-xdist's workers inherit the controller's environment: one cache (and
+# one embedded dataset, one XLA cache, one tiny workdir) for the whole session.
+if 'TASAD_JAX_TEST_CACHE' not in os.environ:
+  os.environ['TASAD_JAX_TEST_CACHE'] = tempfile.mkdtemp(
+      prefix='tasad_jax_test_cache_')
+os.environ['TASAD_JAX_CACHE'] = os.environ['TASAD_JAX_TEST_CACHE']
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Tests compile the same tiny programs many times, also in subprocesses: share
 # XLA's persistent compilation cache between them.
@@ -14,7 +19,9 @@ os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
-import subprocess  # pylint: disable=g-import-not-at-top
+import fcntl  # pylint: disable=g-import-not-at-top
+import shutil
+import subprocess
 import sys
 import time
 
@@ -79,15 +86,32 @@ def mvtec_tree(tmp_path):
   return root, write_tree(root)
 
 
+def shared_workdir(name, train_fn):
+  """A workdir trained once per test session, whichever worker asks first.
+
+  `train_fn(path)` trains it; the other pytest-xdist workers wait on a file
+  lock and read the finished workdir. Read it; a test that damages or extends
+  it copies it first.
+  """
+  path = os.path.join(os.environ['TASAD_JAX_CACHE'], 'workdirs', name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(path + '.done'):
+      shutil.rmtree(path, ignore_errors=True)
+      train_fn(path)
+      open(path + '.done', 'w').close()
+  return path
+
+
 @pytest.fixture(scope='session')
-def tiny_workdir(tmp_path_factory):
+def tiny_workdir():
   """A workdir trained once per session with configs/tiny.py (both stages,
-  thresholds). Read it; a test that damages or extends it copies it first."""
+  thresholds)."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
   from tasad_jax import train  # pylint: disable=g-import-not-at-top
-  path = str(tmp_path_factory.mktemp('tiny_workdir') / 'run')
-  train.train_and_evaluate(tiny.get_config(), path)
-  return path
+  return shared_workdir(
+      'tiny', lambda path: train.train_and_evaluate(tiny.get_config(), path))
 
 
 @pytest.fixture

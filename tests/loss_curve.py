@@ -1,7 +1,8 @@
 """Prints the coarse stage's loss curve of a few tiny train steps as JSON.
 
-Run as a script: `loss_curve.py STEPS [--coarse NAME]` (NAME: a coarse method,
-default tasad_cas); prints {'devices', 'losses', 'metrics': {name: curve}}.
+Run as a script: `loss_curve.py STEPS [--coarse NAME,NAME...]` (coarse
+methods, default tasad_cas); prints {'devices', 'curves': {method: {'losses',
+'metrics': {name: curve}}}}, all methods from one process (one JAX start).
 
 Used by test_train.py in subprocesses, so that each run starts JAX with its own
 device count (XLA_FLAGS=--xla_force_host_platform_device_count=N).
@@ -21,17 +22,8 @@ from configs import tiny  # pylint: disable=g-import-not-at-top
 from tasad_jax import input_pipeline, methods, sharding, stage
 
 
-def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument('steps', type=int)
-  parser.add_argument('--coarse', default='tasad_cas')
-  args = parser.parse_args()
-  num = args.steps
-  config = tiny.get_config()
-  config.coarse.name = args.coarse
-  config.train.cas_steps = num
-  mesh = sharding.make_mesh()
-  data = input_pipeline.load_train_data(config, 'cas')
+def _curve(config, data, mesh, num):
+  """Losses and metric curves of `num` steps of config's coarse method."""
   method = methods.get(config)
   state = method.create_state(mesh)
   program_at = stage.compile_phases(method, state, mesh)
@@ -46,8 +38,23 @@ def main():
       losses.append(float(m['loss']))
       for k, v in m.items():
         curves.setdefault(k, []).append(float(v))
-  print(json.dumps({'devices': jax.device_count(), 'losses': losses,
-                    'metrics': curves}))
+  return {'losses': losses, 'metrics': curves}
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('steps', type=int)
+  parser.add_argument('--coarse', default='tasad_cas')
+  args = parser.parse_args()
+  config = tiny.get_config()
+  config.train.cas_steps = args.steps
+  mesh = sharding.make_mesh()
+  data = input_pipeline.load_train_data(config, 'cas')
+  curves = {}
+  for name in args.coarse.split(','):
+    config.coarse.name = name
+    curves[name] = _curve(config, data, mesh, args.steps)
+  print(json.dumps({'devices': jax.device_count(), 'curves': curves}))
 
 
 if __name__ == '__main__':

@@ -48,30 +48,34 @@ def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
   assert int(state.step) == 30
 
 
-def _loss_curve(devices, steps=4, coarse='tasad_cas'):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, os.path.join(HERE, 'loss_curve.py'),
-                        str(steps), f'--coarse={coarse}'], env=env,
-                       capture_output=True, text=True, timeout=600, check=True)
-  return json.loads(out.stdout.strip().splitlines()[-1])
+@pytest.fixture(scope='module')
+def curves():
+  """Four tiny steps of tasad_cas and anoseg on 1 and on 4 devices (one
+  subprocess per device count: JAX takes the count when it starts)."""
+  out = {}
+  for devices in (1, 4):
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    run = subprocess.run([sys.executable, os.path.join(HERE, 'loss_curve.py'),
+                          '4', '--coarse=tasad_cas,anoseg'], env=env,
+                         capture_output=True, text=True, timeout=600, check=True)
+    out[devices] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out[devices]['devices'] == devices
+  return out
 
 
-def test_four_devices_give_the_single_device_loss_curve():
-  one, four = _loss_curve(1), _loss_curve(4)
-  assert one['devices'] == 1 and four['devices'] == 4
+def test_four_devices_give_the_single_device_loss_curve(curves):
+  one, four = (curves[d]['curves']['tasad_cas'] for d in (1, 4))
   np.testing.assert_allclose(four['losses'], one['losses'], rtol=2e-4)
   assert len(set(one['losses'])) > 1
 
 
-def test_four_devices_give_the_single_device_anoseg_curves():
+def test_four_devices_give_the_single_device_anoseg_curves(curves):
   """AnoSeg's discriminator-then-generator step: the same on 1 and 4 devices."""
-  one, four = _loss_curve(1, 3, 'anoseg'), _loss_curve(4, 3, 'anoseg')
-  assert four['devices'] == 4
+  one, four = (curves[d]['curves']['anoseg']['metrics'] for d in (1, 4))
   for key in ('loss', 'disc_loss', 'pixel', 'adversarial', 'reconstruction'):
-    np.testing.assert_allclose(four['metrics'][key], one['metrics'][key],
-                               rtol=2e-4, err_msg=key)
-  assert len(set(one['metrics']['disc_loss'])) > 1
+    np.testing.assert_allclose(four[key], one[key], rtol=2e-4, err_msg=key)
+  assert len(set(one['disc_loss'])) > 1
 
 
 def _params(workdir, config, stage):

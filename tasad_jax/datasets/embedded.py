@@ -186,6 +186,8 @@ def embedded_root(seed: int = 0) -> str:
   try:
     build(tmp, seed=seed)
     open(os.path.join(tmp, '.complete'), 'w').close()
+    if os.path.exists(done):  # Another process finished first: keep its build.
+      return root
     if os.path.exists(root):  # An incomplete build left behind: replace it.
       shutil.rmtree(root, ignore_errors=True)
     try:

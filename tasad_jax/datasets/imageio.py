@@ -83,8 +83,9 @@ def read_image(path: str) -> np.ndarray:
 def read_mask(path: str) -> np.ndarray:
   """Reads a ground-truth mask as uint8 {0, 1} [H, W].
 
-  Masks are 0/255 in MVTec AD; masks stored as 0/1 are accepted too. Any other
-  grey value counts as defect when above half of 255.
+  Masks are 0/255 in MVTec AD; a mask with no value above half of 255 (0/1, or
+  VisA's small region numbers 0, 1, 2, ...) counts every non-zero pixel as
+  defect. Otherwise a grey value counts as defect when above half of 255.
   """
   img = _open(path)
   if img.mode not in ('L', '1', 'I', 'I;16', 'I;16B', 'I;16L', 'F'):
@@ -92,7 +93,7 @@ def read_mask(path: str) -> np.ndarray:
   array = _to_uint8(np.asarray(img))
   if array.ndim == 3:
     array = array.max(axis=-1)
-  threshold = 0 if array.max(initial=0) <= 1 else 127
+  threshold = 0 if array.max(initial=0) <= 127 else 127
   return (array > threshold).astype(np.uint8)
 
 

@@ -48,7 +48,8 @@ class Category:
     return tuple(sorted({s.defect_type for s in self.test if s.label}))
 
 
-def _list_images(folder: str) -> list[str]:
+def list_images(folder: str) -> list[str]:
+  """The image files directly in `folder`, sorted by name."""
   try:
     names = sorted(os.listdir(folder))
   except NotADirectoryError:
@@ -59,13 +60,22 @@ def _list_images(folder: str) -> list[str]:
           if imageio.is_image_file(n) and os.path.isfile(os.path.join(folder, n))]
 
 
-def _subfolders(folder: str) -> list[str]:
+def subfolders(folder: str) -> list[str]:
+  """The visible subfolders of `folder`, sorted by name."""
   return sorted(n for n in os.listdir(folder)
                 if not n.startswith('.') and os.path.isdir(os.path.join(folder, n)))
 
 
-def _stem(path: str) -> str:
+def stem(path: str) -> str:
+  """The file name of `path` without folder and extension."""
   return os.path.splitext(os.path.basename(path))[0]
+
+
+def mask_name(mask_stem: str) -> str:
+  """The image stem a mask stem names: `<name>_mask` or `<name>`."""
+  if mask_stem.endswith(MASK_SUFFIX):
+    return mask_stem[:-len(MASK_SUFFIX)]
+  return mask_stem
 
 
 def scan_category(root: str, category: str) -> Category:
@@ -79,13 +89,13 @@ def scan_category(root: str, category: str) -> Category:
     raise UserInputError(f'{root}: dataset root (config.data.root) not found')
   base = os.path.join(root, category)
   if not os.path.isdir(base):
-    known = ', '.join(_subfolders(root)[:20]) or 'none'
+    known = ', '.join(subfolders(root)[:20]) or 'none'
     raise UserInputError(f'{base}: category {category!r} (config.data.category)'
                          f' not found; categories here: {known}')
   train_dir = os.path.join(base, 'train', GOOD)
   if not os.path.isdir(train_dir):
     raise UserInputError(f'{train_dir}: missing; a category needs train/good')
-  train = tuple(Sample(p, 0, GOOD) for p in _list_images(train_dir))
+  train = tuple(Sample(p, 0, GOOD) for p in list_images(train_dir))
   if not train:
     raise UserInputError(f'{train_dir}: no image files '
                          f'({", ".join(imageio.IMAGE_EXTENSIONS)})')
@@ -103,29 +113,28 @@ def scan_test(base: str) -> tuple[Sample, ...]:
   test_dir = os.path.join(base, 'test')
   gt_dir = os.path.join(base, 'ground_truth')
   if os.path.isdir(test_dir):
-    for defect in _subfolders(test_dir):
-      images = _list_images(os.path.join(test_dir, defect))
+    for defect in subfolders(test_dir):
+      images = list_images(os.path.join(test_dir, defect))
       if defect == GOOD:
         test.extend(Sample(p, 0, GOOD) for p in images)
         continue
       masks = {}
       mask_dir = os.path.join(gt_dir, defect)
       if os.path.isdir(mask_dir):
-        for m in _list_images(mask_dir):
-          stem = _stem(m)
-          name = stem[:-len(MASK_SUFFIX)] if stem.endswith(MASK_SUFFIX) else stem
+        for m in list_images(mask_dir):
+          name = mask_name(stem(m))
           masks[name] = m
-      stems = {_stem(p) for p in images}
+      stems = {stem(p) for p in images}
       for name, m in sorted(masks.items()):
         if name not in stems:
           raise UserInputError(
               f'{m}: mask has no image {name}.* in {os.path.join(test_dir, defect)}')
       for p in images:
-        if _stem(p) not in masks:
+        if stem(p) not in masks:
           raise UserInputError(
               f'{p}: defect image has no mask '
-              f'{os.path.join(mask_dir, _stem(p) + MASK_SUFFIX)}.png')
-        test.append(Sample(p, 1, defect, masks[_stem(p)]))
+              f'{os.path.join(mask_dir, stem(p) + MASK_SUFFIX)}.png')
+        test.append(Sample(p, 1, defect, masks[stem(p)]))
   return tuple(test)
 
 
