@@ -24,7 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.mask_dir = ''  # folder layout, optional: masks <stem>.* or <stem>_mask.* ('' = no masks).
   config.data.normal_test_dir = ''  # folder layout, optional: normal test images ('' = split normal_dir).
   config.data.test_fraction = 0.2  # folder layout without normal_test_dir: share of normal images tested (seeded).
-  config.data.image_size = 256  # Images and masks are resized to this square size.
+  config.data.image_size = 256  # Images and masks are resized to this square size (the network's input, a tile's side).
+  config.data.resize = 'squash'  # 'squash' (to the square, the paper's), 'pad' (aspect kept, padded) or 'tile' (tasad_jax/tiling.py).
+  config.data.scale = 1.0  # 'tile': images rescaled by this before tiling (1.0 = native pixels).
+  config.data.tile_stride = 0  # 'tile': pixels between test tiles (0 = image_size // 2).
+  config.data.tile_blend = 'hann'  # 'tile': overlap blending, 'hann' (smooth window) or 'mean' (uniform).
   config.data.loader = 'folder'  # 'folder' reads files; 'tfds' uses the mvtec_ad builder.
   config.data.tfds_data_dir = ''  # TFDS data_dir for loader='tfds' ('' = TFDS default).
   config.data.load_threads = 0  # Decoding threads (0 = one per CPU).
@@ -90,6 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 32  # Test images per jitted batch (global).
   config.eval.num_visualizations = 8  # Heat-map PNGs written per category.
   config.eval.aupro_fpr_limit = 0.3  # AUPRO integrates the PRO curve up to this FPR.
+  config.eval.max_side = 0  # 'pad'/'tile': pixel metrics at the working resolution, long side capped at this (0 = no cap).
 
   config.threshold = ml_collections.ConfigDict()
   config.threshold.holdout_fraction = 0.1  # Normal train images held out to set thresholds.

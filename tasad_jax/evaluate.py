@@ -10,10 +10,17 @@ an aligned table on stdout, `<workdir>/eval/metrics.json`, a self-contained
 `<workdir>/eval/heatmaps/` and the same figures as TensorBoard images. Without a
 FAS checkpoint only the coarse stage is evaluated, and the table says so.
 Nothing is written unless the whole evaluation succeeds.
+
+With `config.data.resize` 'pad' or 'tile' (`tasad_jax.tiling`), the maps are
+the padded or tiled images' maps cropped or stitched back to each image, and
+pixel metrics are computed at the evaluation resolution (the working
+resolution, its long side capped at `config.eval.max_side`), over the images'
+own pixels only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -23,8 +30,8 @@ import numpy as np
 
 from tasad_jax import (distributed, fileio, inference, labelled, methods,
                        metrics, report as report_lib, sharding, thresholds,
-                       visualize)
-from tasad_jax.datasets import layouts
+                       tiled_inference, tiling, visualize)
+from tasad_jax.datasets import imageio, layouts
 from tasad_jax.errors import UserInputError
 
 METHODS = ('cas', 'tasad')
@@ -76,10 +83,23 @@ def check_trained_config(config, workdir: str) -> None:
 
 
 def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
-  """Maps and scores of the whole test split, for 'cas' and (if trained) 'tasad'."""
+  """Maps and scores of the whole test split, for 'cas' and (if trained)
+  'tasad'; with 'pad' and 'tile', maps of the masks' sizes."""
   check_trained_config(config, workdir)
   runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
-  return runner.run(split['image'], config.eval.batch_size)
+  return tiled_inference.run_images(
+      runner, tiling.Geometry.from_config(config), split['image'],
+      config.eval.batch_size, [m.shape[:2] for m in split['mask']])
+
+
+def _images_at_map_size(split: dict) -> dict:
+  """The split with its images resized to their masks' size, for figures
+  ('pad' and 'tile', whose masks are at the evaluation resolution)."""
+  if split['image'].dtype != object:
+    return split
+  return dict(split, image=tiling.ragged([
+      imageio.resize_image(x, m.shape[:2])
+      for x, m in zip(split['image'], split['mask'])]))
 
 
 def compute_metrics(split: dict, outputs: dict, fpr_limit: float,
@@ -89,7 +109,7 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float,
   With `trained_thresholds` (thresholds.json), 'pixel_iou_at_threshold' is the
   pixel IoU at that method's normal-data pixel threshold (NaN when it has none).
   """
-  masks = split['mask'][..., 0] > 0
+  masks = metrics.per_image(split['mask'], bool)
   labels = split['label']
   result = {}
   for method in METHODS:
@@ -157,7 +177,7 @@ def _write_heatmaps(split, outputs, folder, count, writer, coarse: str,
   for i in _visual_indices(split, count):
     stem = os.path.splitext(os.path.basename(split['path'][i]))[0]
     name = f'{split["defect_type"][i]}_{stem}'
-    fig = visualize.figure(split['image'][i] / 255.0, split['mask'][i, ..., 0],
+    fig = visualize.figure(split['image'][i] / 255.0, split['mask'][i][..., 0],
                            {m: outputs[f'{m}_map'][i] for m in names}, ranges,
                            f'{split["defect_type"][i]}/{stem}  ' + '  '.join(
                                f'{m} score {outputs[f"{m}_score"][i]:.3f}'
@@ -182,11 +202,16 @@ def evaluate_category(config, workdir: str) -> dict:
   split, excluded = labelled.exclude(config, workdir, split)
   _check_split(split, *layouts.test_location(config))
   outputs = run_inference(config, workdir, split)
+  split = _images_at_map_size(split)
   report = {'category': config.data.category,
             'coarse': methods.name_of(config),
             'image_size': config.data.image_size,
             'num_images': int(len(split['label'])),
             'labelled_anomalies_excluded': excluded}
+  geometry = tiling.Geometry.from_config(config)
+  if geometry.mode != 'squash':  # Squash keeps metrics.json as it was.
+    report['resize'] = dict(dataclasses.asdict(geometry),
+                            stride=geometry.tile_stride)
   trained = thresholds.load(workdir)
   report.update(compute_metrics(split, outputs, config.eval.aupro_fpr_limit,
                                 trained))

@@ -7,6 +7,13 @@ the source, and seeds the pseudo-anomaly (`tasad_jax.anomalies`). So the stream
 is reproducible, can resume at any step without replaying, and gives the same
 global batches whatever the number of hosts: host p of P builds rows
 [p*B/P, (p+1)*B/P) of each global batch of size B.
+
+`config.data.resize` (`tasad_jax.tiling`): 'squash' trains on images resized
+to the square; 'pad' on the padded squares; 'tile' on a random S x S crop of
+each image at its working resolution, the crop's position drawn from the
+sample's own seed. The pseudo-anomaly is made on the square or crop; with
+'pad' and 'tile' it is kept off the padding (mask and pasted pixels there are
+dropped and the label follows the mask that is left).
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tasad_jax import anomalies
-from tasad_jax.datasets import layouts, mvtec, sources
+from tasad_jax import anomalies, tiling
+from tasad_jax.datasets import layouts, mvtec, sources, working
 from tasad_jax.errors import UserInputError
 
 STAGES = ('cas', 'fas')
@@ -75,6 +82,15 @@ def check_config(config) -> None:
     raise UserInputError('config.anomaly.saim_rotations: multiples of 90 only')
   anomaly_params(config)
   layouts.check_config(config)
+  geometry = tiling.Geometry.from_config(config)
+  geometry.check()
+  if geometry.mode != 'squash' and config.data.loader != 'folder':
+    raise UserInputError(f'config.data.loader: {config.data.loader!r} reads '
+                         "squashed images only; use loader='folder' with "
+                         f'resize={geometry.mode!r}')
+  if geometry.mode != 'squash' and config.data.get('labelled_anomalies', ''):
+    raise UserInputError('config.data.labelled_anomalies: not supported with '
+                         f"resize={geometry.mode!r} yet; use resize='squash'")
 
 
 def scan(config) -> mvtec.Category:
@@ -90,6 +106,10 @@ def load_split(config, split: str) -> dict[str, np.ndarray]:
     return tfds_mvtec.load_split(config, split)
   category = scan(config)
   samples = category.train if split == 'train' else category.test
+  geometry = tiling.Geometry.from_config(config)
+  if geometry.mode != 'squash':  # Images of their own sizes, object arrays.
+    return working.load_samples(samples, geometry,
+                                config.data.load_threads or None)
   return mvtec.load_samples(samples, config.data.image_size,
                             config.data.load_threads or None)
 
@@ -97,10 +117,40 @@ def load_split(config, split: str) -> dict[str, np.ndarray]:
 @dataclasses.dataclass(frozen=True)
 class TrainData:
   """What a stage's train stream draws from: normal images and sources."""
-  images: np.ndarray  # uint8 [N, S, S, 3]
+  images: np.ndarray  # uint8 [N, S, S, 3]; 'tile': object [N] of canvases [H_i >= S, W_i >= S, 3].
   pool: sources.SourcePool
   sources: sources.SourcePool  # The configured sources alone (shared by stages).
   labelled: dict | None = None  # Real defects ('image', 'mask'), `tasad_jax.labelled`.
+  boxes: np.ndarray | None = None  # int32 [N, 4] (top, left, height, width) of each image on its square or canvas ('pad', 'tile').
+
+
+def prepare_train_images(config, images) -> tuple[np.ndarray, np.ndarray | None]:
+  """(images to train on, their boxes) of a loaded train split's images:
+  as they are ('squash'), padded squares ('pad') or canvases ('tile')."""
+  geometry = tiling.Geometry.from_config(config)
+  if geometry.mode == 'squash':
+    return images, None
+  plans = [geometry.plan(*x.shape[:2]) for x in images]
+  boards = [tiling.canvas(x, p) for x, p in zip(images, plans)]
+  boxes = np.array([(p.top, p.left, p.height, p.width) for p in plans],
+                   np.int32).reshape(-1, 4)
+  if geometry.mode == 'pad':
+    return np.stack(boards), boxes
+  return tiling.ragged(boards), boxes
+
+
+def _square_images(config, images: np.ndarray) -> np.ndarray:
+  """Train images (of `prepare_train_images`) as S x S anomaly sources: the images,
+  or for 'tile' one crop of each at a seeded position."""
+  if images.dtype != object:
+    return images
+  size = config.data.image_size
+  rng = np.random.default_rng([config.seed, 19])
+  crops = []
+  for board in images:
+    y, x = (rng.integers(0, n - size + 1) for n in board.shape[:2])
+    crops.append(board[y:y + size, x:x + size])
+  return np.stack(crops)
 
 
 def load_sources(config) -> sources.SourcePool:
@@ -127,17 +177,20 @@ def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
   `fas_add_train_images`, the category's own train images (method doc); the
   coarse stage from all sources plus, when `cas_add_train_images`, the train
   images. `cas_pool` is the configured sources (`TrainData.sources`).
+  `train_images` are a loaded train split's images (`load_split`).
   """
   if stage not in STAGES:
     raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
   if train_images is None:
     train_images = load_split(config, 'train')['image']
+  train_images, boxes = prepare_train_images(config, train_images)
+  squares = _square_images(config, train_images)
   source_pool = cas_pool if cas_pool is not None else load_sources(config)
   pool = source_pool
   a = config.anomaly
   if stage == 'cas' and a.cas_add_train_images:
     pool = sources.SourcePool.concatenate([pool, sources.segment_pool(
-        train_images, pool.n_segments, a.slic_compactness, a.slic_sigma)])
+        squares, pool.n_segments, a.slic_compactness, a.slic_sigma)])
   if stage == 'fas':
     parts = []
     if a.fas_source_fraction > 0:
@@ -145,13 +198,13 @@ def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
       rng = np.random.default_rng([config.seed, 13])
       parts.append(pool.take(np.sort(rng.choice(len(pool), count, replace=False))))
     if a.fas_add_train_images:
-      parts.append(sources.segment_pool(train_images, pool.n_segments,
+      parts.append(sources.segment_pool(squares, pool.n_segments,
                                         a.slic_compactness, a.slic_sigma))
     if not parts:
       raise UserInputError('config.anomaly: the fine stage has no sources; set '
                            'fas_source_fraction > 0 or fas_add_train_images')
     pool = sources.SourcePool.concatenate(parts)
-  return TrainData(train_images, pool, source_pool, labelled)
+  return TrainData(train_images, pool, source_pool, labelled, boxes)
 
 
 def _process_split(batch_size: int, process_index: int | None,
@@ -185,7 +238,7 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   num_sources = len(data.pool)
   if num_images == 0 or num_sources == 0:
     raise UserInputError('no train images or no anomaly sources to train on')
-  images = tf.constant(data.images)
+  read_image = _image_reader(data, config.data.image_size)
   src_images = tf.constant(data.pool.images)
   src_segments = tf.constant(data.pool.segments.astype(np.int32))
   src_counts = tf.constant(data.pool.num_segments.astype(np.int32))
@@ -201,11 +254,13 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
     s = tf.random.experimental.stateless_split(seed, 2)
     source_index = tf.random.stateless_uniform([], s[0], 0, num_sources,
                                                dtype=tf.int64)
+    image, valid = read_image(image_index, seed)
     sample = anomalies.synthesize(
-        tf.cast(tf.gather(images, image_index), tf.float32) / 255.0,
-        tf.cast(tf.gather(src_images, source_index), tf.float32) / 255.0,
+        image, tf.cast(tf.gather(src_images, source_index), tf.float32) / 255.0,
         tf.gather(src_segments, source_index),
         tf.gather(src_counts, source_index), s[1], params)
+    if valid is not None:
+      sample = _off_padding(sample, valid)
     sample['real'] = tf.constant(0, tf.int32)
     return dict(real(sample, seed) if real else sample, index=i)
 
@@ -215,6 +270,61 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _image_reader(data: TrainData, size: int):
+  """fn(image index, sample seed) -> (float32 image [S, S, 3] in [0, 1], the
+  float32 mask [S, S, 1] of its pixels that are not padding, or None)."""
+  if data.boxes is None:
+    images = tf.constant(data.images)
+    return lambda index, seed: (
+        tf.cast(tf.gather(images, index), tf.float32) / 255.0, None)
+  boxes = tf.constant(data.boxes, tf.int64)
+  if data.images.dtype != object:  # 'pad': the padded squares themselves.
+    images = tf.constant(data.images)
+    return lambda index, seed: (
+        tf.cast(tf.gather(images, index), tf.float32) / 255.0,
+        _inside(tf.gather(boxes, index), 0, 0, size))
+  # 'tile': the canvases, flat, and a crop of each at a seeded position.
+  shapes_np = np.array([b.shape[:2] for b in data.images], np.int64)
+  starts = tf.constant(np.r_[0, np.cumsum(3 * shapes_np.prod(1))[:-1]],
+                       tf.int64)
+  flat = tf.constant(np.concatenate([b.ravel() for b in data.images]))
+  shapes = tf.constant(shapes_np)
+  span = tf.range(size, dtype=tf.int64)
+
+  def read(index, seed):
+    height, width = shapes[index][0], shapes[index][1]
+    s = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, 3), 2)
+    y = tf.random.stateless_uniform([], s[0], 0, height - size + 1,
+                                  dtype=tf.int64)
+    x = tf.random.stateless_uniform([], s[1], 0, width - size + 1,
+                                  dtype=tf.int64)
+    rows = starts[index] + ((y + span)[:, None] * width + x) * 3 + tf.range(
+        3 * size, dtype=tf.int64)[None, :]
+    crop = tf.reshape(tf.gather(flat, rows), [size, size, 3])
+    return (tf.cast(crop, tf.float32) / 255.0,
+            _inside(tf.gather(boxes, index), y, x, size))
+  return read
+
+
+def _inside(box, y, x, size: int):
+  """float32 [S, S, 1]: 1 where the S x S crop at (y, x) of a canvas is inside
+  the image's box (top, left, height, width)."""
+  rows = tf.cast(y, tf.int64) + tf.range(size, dtype=tf.int64)
+  cols = tf.cast(x, tf.int64) + tf.range(size, dtype=tf.int64)
+  inside = (((rows >= box[0]) & (rows < box[0] + box[2]))[:, None]
+            & ((cols >= box[1]) & (cols < box[1] + box[3]))[None, :])
+  return tf.cast(inside, tf.float32)[..., None]
+
+
+def _off_padding(sample: dict, valid) -> dict:
+  """The sample with its pseudo-anomaly kept off the padding."""
+  mask = sample['mask'] * valid
+  return dict(sample, mask=mask,
+              augmented=valid * sample['augmented'] + (1.0 - valid) * sample['image'],
+              label=tf.cast(tf.reduce_max(mask) > 0, tf.int32))
 
 
 def _real_defects(labelled: dict | None, config):

@@ -10,7 +10,10 @@ reached. Pixel IoU = TP / (TP + FP + FN) of the pooled pixels, at a given
 threshold (`iou_at`) or the best over every distinct threshold (`best_iou`).
 
 All pixel metrics come from one descending sort of the pooled scores, so a
-category of 13M pixels is scored in a few seconds.
+category of 13M pixels is scored in a few seconds. Maps and masks are arrays
+[N, H, W], or sequences of arrays of different sizes, one per image (the
+'pad' and 'tile' resize modes, `tasad_jax.tiling`): pixels are pooled in the
+same order either way, and only pixels of the images themselves are given.
 """
 
 from __future__ import annotations
@@ -20,13 +23,38 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from tasad_jax import tiling
+
 METRIC_KEYS = ('image_auroc', 'image_ap', 'pixel_auroc', 'pixel_ap', 'aupro',
                'pixel_f1_max', 'pixel_iou_best')
 
 
+def _is_ragged(values) -> bool:
+  return isinstance(values, (list, tuple)) or (
+      isinstance(values, np.ndarray) and values.dtype == object)
+
+
+def pooled(values, dtype=None) -> np.ndarray:
+  """The values of an array, or of a sequence of arrays (one per image), 1-D."""
+  if not _is_ragged(values):
+    return np.asarray(values, dtype).ravel()
+  parts = [np.asarray(v, dtype).ravel() for v in values]
+  return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def per_image(values, dtype=None):
+  """[N, H, W] (a trailing channel axis of 1 dropped), or for ragged input a
+  1-D object array of [H_i, W_i] arrays."""
+  if _is_ragged(values):
+    images = [np.asarray(v, dtype) for v in values]
+    return tiling.ragged([v[..., 0] if v.ndim == 3 else v for v in images])
+  values = np.asarray(values, dtype)
+  return values[..., 0] if values.ndim == 4 else values
+
+
 def _check(scores, labels):
-  scores = np.asarray(scores, np.float64).ravel()
-  labels = np.asarray(labels).ravel().astype(bool)
+  scores = pooled(scores, np.float64)
+  labels = pooled(labels).astype(bool)
   if scores.shape != labels.shape:
     raise ValueError(f'scores {scores.shape} and labels {labels.shape} differ')
   if not np.isfinite(scores).all():
@@ -153,16 +181,17 @@ def f1_max(scores, labels) -> float:
   return _score(scores, labels, 'F1-max', _f1_from, need_negatives=False)
 
 
-def _regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
-  """8-connected regions of each mask, numbered across images (0 = normal)."""
-  regions = np.zeros(masks.shape, np.int64)
-  count = 0
+def _regions(masks) -> tuple[np.ndarray, int]:
+  """8-connected regions of each mask [H, W], numbered across images (0 =
+  normal), pooled as `pooled` pools the masks."""
+  parts, count = [], 0
   structure = np.ones((3, 3), bool)
-  for i, mask in enumerate(masks):
+  for mask in masks:
     labelled, n = ndimage.label(mask, structure=structure)
-    regions[i] = np.where(labelled > 0, labelled + count, 0)
+    parts.append(np.where(labelled > 0, labelled + count, 0).ravel())
     count += n
-  return regions, count
+  return (np.concatenate(parts).astype(np.int64) if parts
+          else np.zeros(0, np.int64)), count
 
 
 def _trapezoid_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
@@ -178,7 +207,7 @@ def _trapezoid_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
 
 
 def _aupro_sorted(order, ends, regions, num_regions, region_sizes, fpr_limit):
-  flat = regions.ravel()[order]
+  flat = regions[order]
   normal = flat == 0
   pro_step = np.where(normal, 0.0,
                       1.0 / (region_sizes[flat] * num_regions))
@@ -189,20 +218,23 @@ def _aupro_sorted(order, ends, regions, num_regions, region_sizes, fpr_limit):
 
 def aupro(anomaly_maps, masks, fpr_limit: float = 0.3) -> float:
   """Normalised area under the per-region-overlap curve up to `fpr_limit`."""
-  maps = np.asarray(anomaly_maps, np.float64)
-  masks = np.asarray(masks).astype(bool)
-  maps, masks = maps.reshape(-1, *maps.shape[-2:]) if maps.ndim > 2 else maps[None], \
-      masks.reshape(-1, *masks.shape[-2:]) if masks.ndim > 2 else masks[None]
-  if maps.shape != masks.shape:
-    raise ValueError(f'maps {maps.shape} and masks {masks.shape} differ')
+  if _is_ragged(anomaly_maps):
+    maps, masks = per_image(anomaly_maps, np.float64), per_image(masks, bool)
+  else:
+    maps = np.asarray(anomaly_maps, np.float64)
+    masks = np.asarray(masks).astype(bool)
+    maps, masks = maps.reshape(-1, *maps.shape[-2:]) if maps.ndim > 2 else maps[None], \
+        masks.reshape(-1, *masks.shape[-2:]) if masks.ndim > 2 else masks[None]
+  if [m.shape for m in maps] != [m.shape for m in masks]:
+    raise ValueError('maps and masks differ in shape')
   if not 0 < fpr_limit <= 1:
     raise ValueError(f'fpr_limit must be in (0, 1], got {fpr_limit}')
   regions, n = _regions(masks)
-  if n == 0 or masks.all():
+  scores, flat = _check(maps, masks)
+  if n == 0 or flat.all():
     return _undefined('AUPRO')
-  sizes = np.bincount(regions.ravel(), minlength=n + 1).astype(np.float64)
-  scores, _ = _check(maps, masks)
-  order, ends, _, _ = _curve(scores, masks.ravel())
+  sizes = np.bincount(regions, minlength=n + 1).astype(np.float64)
+  order, ends, _, _ = _curve(scores, flat)
   return _aupro_sorted(order, ends, regions, n, sizes, fpr_limit)
 
 
@@ -220,8 +252,9 @@ def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
   and the F1-optimal image and pixel thresholds, sorting the pixels once.
 
   Args:
-    anomaly_maps: [N, H, W] (or [N, H, W, 1]) pixel scores.
-    masks: [N, H, W] (or [N, H, W, 1]) ground truth, nonzero = anomalous.
+    anomaly_maps: [N, H, W] (or [N, H, W, 1]) pixel scores, or one array per
+      image when sizes differ.
+    masks: like `anomaly_maps`, ground truth, nonzero = anomalous.
     image_scores: [N] image scores.
     labels: [N] image labels, 1 = anomalous.
     fpr_limit: AUPRO's integration limit.
@@ -232,10 +265,13 @@ def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
     undefined metrics and thresholds (a single class) are NaN, with a
     RuntimeWarning.
   """
-  maps = np.asarray(anomaly_maps, np.float64)
-  masks = np.asarray(masks).astype(bool)
-  if maps.ndim == 4:
-    maps, masks = maps[..., 0], masks[..., 0]
+  if _is_ragged(anomaly_maps):
+    maps, masks = per_image(anomaly_maps, np.float64), per_image(masks, bool)
+  else:
+    maps = np.asarray(anomaly_maps, np.float64)
+    masks = np.asarray(masks).astype(bool)
+    if maps.ndim == 4:
+      maps, masks = maps[..., 0], masks[..., 0]
   result = {'image_auroc': auroc(image_scores, labels),
             'image_ap': average_precision(image_scores, labels)}
   image_scores, labels = _check(image_scores, labels)
@@ -254,6 +290,6 @@ def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
   result['pixel_iou_best'] = _iou_best_from(tps, fps)
   found['pixel'] = _threshold_at(scores, order, ends, tps, fps)
   regions, n = _regions(masks)
-  sizes = np.bincount(regions.ravel(), minlength=n + 1).astype(np.float64)
+  sizes = np.bincount(regions, minlength=n + 1).astype(np.float64)
   result['aupro'] = _aupro_sorted(order, ends, regions, n, sizes, fpr_limit)
   return result, found

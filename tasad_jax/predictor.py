@@ -2,8 +2,9 @@
 
 The predictor restores the CAS and FAS checkpoints and the thresholds of a
 training workdir, takes images of any size (uint8 or float, HWC or NHWC, grey,
-RGB or RGBA), resizes them as training did, runs the jitted two-stage program,
-and returns anomaly maps at each input's own size, image scores and decisions.
+RGB or RGBA), resizes them as training did (`config.data.resize`: squashed,
+padded or tiled, `tasad_jax.tiling`), runs the jitted two-stage program, and
+returns anomaly maps at each input's own size, image scores and decisions.
 No TensorFlow is needed.
 """
 
@@ -15,9 +16,8 @@ from typing import Sequence
 
 import ml_collections
 import numpy as np
-from PIL import Image
 
-from tasad_jax import inference, sharding, thresholds
+from tasad_jax import inference, sharding, thresholds, tiled_inference, tiling
 from tasad_jax.datasets import imageio
 from tasad_jax.errors import UserInputError
 
@@ -38,19 +38,14 @@ def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
   return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image
 
 
-def _resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
-  if values.shape == (height, width):
-    return values
-  return np.asarray(Image.fromarray(values.astype(np.float32), 'F').resize(
-      (width, height), Image.BILINEAR))
-
-
 class Predictor:
   """A trained TASAD model with its thresholds, ready for new images."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.workdir = workdir
+    self.geometry = tiling.Geometry.from_config(config)
+    self.geometry.check()
     self.runner = inference.TwoStage.from_workdir(config, workdir,
                                                   sharding.make_mesh())
     self.method = self.runner.method
@@ -60,17 +55,19 @@ class Predictor:
   def image_size(self) -> int:
     return self.config.data.image_size
 
-  def preprocess(self, images) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Images (a batch array or a list of arrays) -> float [N, S, S, 3], sizes."""
+  def preprocess(self, images) -> tuple[np.ndarray | list, list[tuple[int, int]]]:
+    """Images (a batch array or a list of arrays) -> the network's input
+    (float [N, S, S, 3] for 'squash'; uint8 images at their working
+    resolution for 'pad' and 'tile'), and the input sizes."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
       images = list(images)
     elif isinstance(images, np.ndarray):
       images = [images]
-    batch, sizes = [], []
-    for image in images:
-      rgb = _as_uint8_rgb(image)
-      sizes.append(rgb.shape[:2])
-      batch.append(imageio.resize_image(rgb, self.image_size))
+    rgb = [_as_uint8_rgb(image) for image in images]
+    sizes = [x.shape[:2] for x in rgb]
+    if self.geometry.mode != 'squash':
+      return tiled_inference.to_working(rgb, self.geometry), sizes
+    batch = [imageio.resize_image(x, self.image_size) for x in rgb]
     return np.stack(batch).astype(np.float32) / 255.0, sizes
 
   def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> dict:
@@ -83,8 +80,10 @@ class Predictor:
        are None when the workdir has no thresholds.json.
     """
     x, sizes = self.preprocess(images)
-    out = self.runner.run(x, self.config.eval.batch_size)
-    maps = [_resize_map(m, h, w)
+    out = tiled_inference.run_images(self.runner, self.geometry, x,
+                                     self.config.eval.batch_size,
+                                     [m.shape[:2] for m in x])
+    maps = [imageio.resize_map(m, h, w)
             for m, (h, w) in zip(out[f'{self.method}_map'], sizes)]
     scores = out[f'{self.method}_score'].astype(np.float32)
     image_t, pixel_t = self.thresholds.get('image'), self.thresholds.get('pixel')
@@ -101,6 +100,12 @@ class Predictor:
 def load(workdir: str, restore_step: int = 0) -> Predictor:
   """The predictor of a training workdir (its config.json and checkpoints:
   the latest, or step `restore_step` of each stage)."""
+  return Predictor(load_config(workdir, restore_step), workdir)
+
+
+def load_config(workdir: str, restore_step: int = 0
+                ) -> ml_collections.ConfigDict:
+  """A training workdir's config.json, set to restore `restore_step`."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise UserInputError(f'{workdir}: not a training workdir (no config.json)')
@@ -110,4 +115,4 @@ def load(workdir: str, restore_step: int = 0) -> Predictor:
   except (OSError, ValueError) as e:
     raise UserInputError(f'{path}: unreadable config ({e})') from None
   config.restore_step = int(restore_step)
-  return Predictor(config, workdir)
+  return config

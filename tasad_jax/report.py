@@ -220,7 +220,7 @@ def _gallery(split, outputs, labels, final, threshold, scales,
       image = np.asarray(split['image'][i])
       rgb = image if image.dtype == np.uint8 else (
           np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-      mask = split['mask'][i, ..., 0] > 0
+      mask = split['mask'][i][..., 0] > 0
       gt = rgb.copy()
       gt[mask] = (0.5 * gt[mask] + [127, 0, 0]).astype(np.uint8)
       panels = [('input', rgb), ('ground truth', gt)]
@@ -256,7 +256,7 @@ def map_scales(outputs: dict) -> dict[str, tuple[float, float]]:
   for both would leave one of them flat."""
   scales = {}
   for m in (m for m in METHODS if f'{m}_map' in outputs):
-    values = outputs[f'{m}_map'].ravel()
+    values = metrics.pooled(outputs[f'{m}_map'])  # Maps of any sizes.
     if values.size > 4_000_000:  # The percentiles of a fixed subsample suffice.
       values = values[np.random.default_rng(0).choice(values.size, 4_000_000,
                                                       replace=False)]

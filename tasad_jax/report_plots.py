@@ -91,7 +91,7 @@ def curves_png(split: dict, outputs: dict, report: dict,
   fig = _figure(13, 4.2)
   axes = fig.subplots(1, 3)
   image_labels = split['label'] > 0
-  masks = split['mask'][..., 0] > 0
+  masks = metrics.per_image(split['mask'], bool)
   for m in (m for m in METHODS if m in report):
     image = _Curve(outputs[f'{m}_score'], image_labels)
     marks = _marks(report, m, 'image')
@@ -120,7 +120,8 @@ def histogram_png(labels: np.ndarray, outputs: dict, report: dict,
   fig = _figure(6.5 * len(methods), 3.4)
   axes = np.atleast_1d(fig.subplots(1, len(methods)))
   for ax, m in zip(axes, methods):
-    scores = outputs[f'{m}_score']
+    # float64: float32 scores a few ulps apart have no 30 finite bins.
+    scores = np.asarray(outputs[f'{m}_score'], np.float64)
     bins = np.histogram_bin_edges(scores, bins=30)
     ax.hist(scores[~labels], bins=bins, alpha=0.6, color='#2ca02c',
             label=f'normal ({int((~labels).sum())})')

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from tasad_jax import fileio
+from tasad_jax import fileio, metrics
 
 FILE = 'thresholds.json'
 
@@ -43,8 +43,8 @@ def from_normal(image_scores: np.ndarray, maps: np.ndarray,
   """Thresholds that flag `target_rate` of the normal images and pixels."""
   q = 1.0 - target_rate
 
-  def quantile(values):
-    values = np.asarray(values, np.float64).ravel()
+  def quantile(values):  # An array, or one map per image of any size.
+    values = metrics.pooled(values, np.float64)
     values = values[np.isfinite(values)]
     return float(np.quantile(values, q)) if values.size else float('nan')
 

@@ -98,10 +98,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
-  """Scores normal images with the trained stages; writes thresholds.json."""
-  from tasad_jax import inference  # pylint: disable=g-import-not-at-top
+  """Scores normal images with the trained stages; writes thresholds.json.
+
+  'pad' and 'tile' score whole images (`tiled_inference`), the pixel
+  threshold from their maps at the evaluation resolution.
+  """
+  from tasad_jax import inference, tiled_inference, tiling  # pylint: disable=g-import-not-at-top
   runner = inference.TwoStage.from_workdir(config, workdir, mesh)
-  out = runner.run(images, config.eval.batch_size)
+  out = tiled_inference.run_images(runner, tiling.Geometry.from_config(config),
+                                   images, config.eval.batch_size)
   per_method = thresholds.per_method(out, config.threshold.target_false_alarm_rate)
   # The final stage's thresholds at the top level, as before per_method.
   values = dict(per_method[runner.method], method=runner.method,

@@ -9,10 +9,11 @@ PACKAGE = os.path.join(REPO, 'tasad_jax')
 GENERIC = ('tasad_jax.train_state', 'tasad_jax.stage', 'tasad_jax.sharding',
            'tasad_jax.checkpointing', 'tasad_jax.losses', 'tasad_jax.models',
            'tasad_jax.scoring', 'tasad_jax.refine', 'tasad_jax.superpixels',
-           'tasad_jax.metrics', 'tasad_jax.fileio', 'tasad_jax.errors')
+           'tasad_jax.metrics', 'tasad_jax.fileio', 'tasad_jax.errors',
+           'tasad_jax.tiling')
 ABOVE_METHODS = ('tasad_jax.fine', 'tasad_jax.train', 'tasad_jax.inference',
                  'tasad_jax.evaluate', 'tasad_jax.predictor',
-                 'tasad_jax.exporting')
+                 'tasad_jax.exporting', 'tasad_jax.tiled_inference')
 
 
 def _modules() -> dict[str, str]:

@@ -27,6 +27,8 @@ TINY_ARGS = {
     'inference.py': ['--sizes', 'tiny', '--batch', '2', '--repeats', '1'],
     'superpixels.py': ['--root', '{root}', '--category', 'widget', '--size',
                        '32', '--images', '2', '--n_segments', '20'],
+    'tiling.py': ['--height', '200', '--width', '120', '--tile', '32',
+                  '--batches', '2', '8'],
 }
 HELPERS = {'torch_reference.py'}  # Imported by the benches, not run.
 

@@ -97,17 +97,33 @@ def read_mask(path: str) -> np.ndarray:
   return (array > threshold).astype(np.uint8)
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-  """Resizes uint8 [H, W, 3] to [size, size, 3] with antialiased bilinear."""
-  if image.shape[:2] == (size, size):
+def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
+  """(height, width) of a square side or a (height, width) pair."""
+  return (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+
+
+def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+  """Resizes uint8 [H, W, 3] to [size, size, 3] (or [height, width, 3] for a
+  (height, width) pair) with antialiased bilinear."""
+  h, w = _shape(size)
+  if image.shape[:2] == (h, w):
     return image
-  out = Image.fromarray(image).resize((size, size), Image.BILINEAR)
+  out = Image.fromarray(image).resize((w, h), Image.BILINEAR)
   return np.asarray(out)
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
   """Resizes a {0, 1} mask with nearest neighbour, so no edge pixel is lost."""
-  if mask.shape[:2] == (size, size):
+  h, w = _shape(size)
+  if mask.shape[:2] == (h, w):
     return mask
-  out = Image.fromarray(mask * 255).resize((size, size), Image.NEAREST)
+  out = Image.fromarray(mask * 255).resize((w, h), Image.NEAREST)
   return (np.asarray(out) > 127).astype(np.uint8)
+
+
+def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Resizes a float map [H, W] with (antialiased) bilinear, float32."""
+  if values.shape == (height, width):
+    return values
+  return np.asarray(Image.fromarray(values.astype(np.float32), 'F').resize(
+      (width, height), Image.BILINEAR))

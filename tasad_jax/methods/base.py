@@ -64,6 +64,12 @@ class CoarseMethod(stage.Stage):
     del outputs
     return scoring.max_of_mean_filter(maps)
 
+  def scores_from_map(self) -> bool:
+    """Whether `image_score` reads the map alone (no other `outputs`): then
+    a padded or tiled image is scored on its whole stitched map, otherwise by
+    the highest score of its tiles (`tasad_jax.tiled_inference`)."""
+    return True
+
   @classmethod
   def row_labels(cls) -> tuple[str, str]:
     """Table rows of the coarse stage alone and with the fine stage."""

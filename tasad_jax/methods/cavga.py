@@ -296,6 +296,9 @@ class Cavga(base.CoarseMethod):
       return scoring.max_of_mean_filter(maps)
     return outputs['recon_error']
 
+  def scores_from_map(self) -> bool:
+    return self.settings.score == 'map'
+
   # Training.
 
   def batch_keys(self) -> tuple[str, ...]:
