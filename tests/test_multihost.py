@@ -60,7 +60,7 @@ class Job:
         self._pids[int(m.group(1))] = int(m.group(2))
     return self._pids
 
-  def wait(self, timeout=300):
+  def wait(self, timeout=900):
     """(status, stdout, stderr) once the job ends."""
     self.proc.wait(timeout=timeout)
     for thread in self.threads:
