@@ -52,6 +52,15 @@ def per_image(values, dtype=None):
   return values[..., 0] if values.ndim == 4 else values
 
 
+def _maps_and_masks(anomaly_maps, masks):
+  """float64 maps and bool masks per image ([N, H, W], or ragged); a single
+  map [H, W] becomes a batch of one."""
+  maps, masks = per_image(anomaly_maps, np.float64), per_image(masks, bool)
+  if not _is_ragged(maps) and maps.ndim == 2:
+    maps, masks = maps[None], masks[None]
+  return maps, masks
+
+
 def _check(scores, labels):
   scores = pooled(scores, np.float64)
   labels = pooled(labels).astype(bool)
@@ -218,13 +227,7 @@ def _aupro_sorted(order, ends, regions, num_regions, region_sizes, fpr_limit):
 
 def aupro(anomaly_maps, masks, fpr_limit: float = 0.3) -> float:
   """Normalised area under the per-region-overlap curve up to `fpr_limit`."""
-  if _is_ragged(anomaly_maps):
-    maps, masks = per_image(anomaly_maps, np.float64), per_image(masks, bool)
-  else:
-    maps = np.asarray(anomaly_maps, np.float64)
-    masks = np.asarray(masks).astype(bool)
-    maps, masks = maps.reshape(-1, *maps.shape[-2:]) if maps.ndim > 2 else maps[None], \
-        masks.reshape(-1, *masks.shape[-2:]) if masks.ndim > 2 else masks[None]
+  maps, masks = _maps_and_masks(anomaly_maps, masks)
   if [m.shape for m in maps] != [m.shape for m in masks]:
     raise ValueError('maps and masks differ in shape')
   if not 0 < fpr_limit <= 1:
@@ -265,13 +268,7 @@ def evaluate_maps_and_thresholds(anomaly_maps, masks, image_scores, labels,
     undefined metrics and thresholds (a single class) are NaN, with a
     RuntimeWarning.
   """
-  if _is_ragged(anomaly_maps):
-    maps, masks = per_image(anomaly_maps, np.float64), per_image(masks, bool)
-  else:
-    maps = np.asarray(anomaly_maps, np.float64)
-    masks = np.asarray(masks).astype(bool)
-    if maps.ndim == 4:
-      maps, masks = maps[..., 0], masks[..., 0]
+  maps, masks = _maps_and_masks(anomaly_maps, masks)
   result = {'image_auroc': auroc(image_scores, labels),
             'image_ap': average_precision(image_scores, labels)}
   image_scores, labels = _check(image_scores, labels)

@@ -40,6 +40,15 @@ def run_script(script, *args, config='tiny.py'):
       capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
 
 
+def assert_one_error_line(result, expected):
+  """A finished entry point refused its input: exit status 2, no traceback,
+  and exactly one 'error:' line, which contains `expected`."""
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
 def write_tree(root, category='widget', seed=0):
   """Writes a small MVTec-layout category with the quirks of real folders.
 

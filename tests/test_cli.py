@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from conftest import assert_one_error_line
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -46,10 +48,7 @@ def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, mvtec_tree, case):
     (tmp_path / 'w').write_text('')
     expected = str(tmp_path / 'w')
   result = _train(*args)
-  assert result.returncode == 2
-  assert 'Traceback' not in result.stderr
-  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and expected in lines[0], result.stderr
+  assert_one_error_line(result, expected)
   assert not (tmp_path / 'w' / 'data_preview_cas.png').exists()
 
 
@@ -61,10 +60,7 @@ def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, mvtec_tree, case):
 ])
 def test_bad_flags_are_one_line(tmp_path, args, expected):
   result = _train(f'--workdir={tmp_path / "w"}', *args)
-  assert result.returncode == 2, result.stderr
-  assert 'Traceback' not in result.stderr
-  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and expected in lines[0], result.stderr
+  assert_one_error_line(result, expected)
   assert not (tmp_path / 'w').exists()
 
 

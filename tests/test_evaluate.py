@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_script, write_tree
+from conftest import assert_one_error_line, run_script, write_tree
 from tasad_jax import evaluate, metrics, scoring, train
 from tasad_jax.errors import UserInputError
 
@@ -134,10 +134,7 @@ def test_bad_evaluation_input_is_one_line(trained, tmp_path, case, expected):
     shutil.rmtree(os.path.join(base, 'test', 'good'))
   if case == 'other_width':
     result = _evaluate_cli(config, run, '--config.model.width=8')
-    assert result.returncode == 2, result.stderr
-    assert 'Traceback' not in result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert_one_error_line(result, expected)
   else:
     with pytest.raises(UserInputError) as raised:
       evaluate.evaluate(config, run, [config.data.category])

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import run_script
+from conftest import assert_one_error_line, run_script
 from tasad_jax import input_pipeline, labelled
 from tasad_jax.datasets import folder, imageio, layouts, visa
 from tasad_jax.errors import UserInputError
@@ -299,8 +299,5 @@ def test_bad_layout_is_one_line_and_exit_status_2(tmp_path, layout, damage):
     args = [f'--config.data.{k}={v}' for k, v in dirs.items()]
   result = run_script('train.py', f'--workdir={tmp_path / "w"}',
                       f'--config.data.layout={layout}', *args)
-  assert result.returncode == 2, result.stderr
-  assert 'Traceback' not in result.stderr
-  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and expected in lines[0], result.stderr
+  assert_one_error_line(result, expected)
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
