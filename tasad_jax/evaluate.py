@@ -228,7 +228,7 @@ def evaluate_category(config, workdir: str) -> dict:
 def _publish(config, workdir, split, outputs, report) -> None:
   """Writes metrics.json, heat maps and TensorBoard images, all or nothing."""
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  final = os.path.join(workdir, 'eval')
+  final = os.path.join(workdir, config.eval.folder)
 
   scales = report_lib.map_scales(outputs)  # One scale for PNGs and page.
 
@@ -286,7 +286,10 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
   if jax.process_index() == 0:
     note = labelled.note(summary['categories'][-1])
     print(format_table(summary) + ('\n' + note if note else ''))
-    fileio.write_json(os.path.join(workdir, 'eval', 'summary.json'), summary)
-    report_lib.write_index(os.path.join(workdir, 'eval', 'index.html'), summary,
-                           {n: f'../{n}/eval/report.html' for n in categories})
+    fileio.write_json(os.path.join(workdir, config.eval.folder, 'summary.json'),
+                      summary)
+    report_lib.write_index(os.path.join(workdir, config.eval.folder, 'index.html'),
+                           summary,
+                           {n: f'../{n}/{config.eval.folder}/report.html'
+                            for n in categories})
   return summary

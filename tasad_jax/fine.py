@@ -136,5 +136,5 @@ def restore_inference_variables(trained: stage.Stage, workdir: str, mesh,
                                 step: int | None = None) -> Any:
   """A trained stage's inference variables from its checkpoint in `workdir`."""
   state = checkpointing.restore(workdir, trained.name,
-                                trained.create_state(mesh), step)
+                                trained.abstract_state(mesh), step)
   return trained.inference_variables(state)

@@ -3,7 +3,8 @@
 A stage (a coarse method, or TASAD's fine stage around one) gives:
 
 * `create_state(mesh)`: its `TrainState` (deterministic in config.seed),
-  replicated over the mesh;
+  replicated over the mesh (`abstract_state(mesh)` is its shape alone, the
+  template checkpoints restore into);
 * `phases()`: its training phases, each a pure function
   `(state, batch, rng, context) -> (state, metrics, finite)` and the first
   step it runs at. `batch` holds `batch_keys()` of the train stream (split
@@ -68,6 +69,15 @@ class Stage(abc.ABC):
   @abc.abstractmethod
   def create_state(self, mesh) -> TrainState:
     """The initial train state, replicated over `mesh`."""
+
+  def abstract_state(self, mesh) -> TrainState:
+    """The state's structure, shapes, dtypes and replicated shardings, without
+    initialising it: the template a checkpoint restores into (compiling an
+    initialiser costs seconds; tracing it costs nothing)."""
+    shapes = jax.eval_shape(lambda: self.create_state(mesh))
+    rep = sharding.replicated(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
 
   @abc.abstractmethod
   def phases(self) -> list[Phase]:

@@ -46,7 +46,7 @@ def build_stage(config, name: str) -> stage_lib.Stage:
 def restore_stage(config, workdir: str, name: str, mesh):
   """The latest train state of stage `name` in `workdir`, replicated."""
   return checkpointing.restore(workdir, name,
-                               build_stage(config, name).create_state(mesh))
+                               build_stage(config, name).abstract_state(mesh))
 
 
 def check_config(config, workdir: str) -> None:
@@ -191,7 +191,9 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
   name, total = stage.name, stage.num_steps
   ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, name),
                                     max_to_keep=config.train.max_checkpoints)
-  state, start = ckpt.restore_latest_good(stage.create_state(mesh))
+  state, start = ckpt.restore_latest_good(stage.abstract_state(mesh))
+  if not start:
+    state = stage.create_state(mesh)
   if start:
     logging.info('%s: resuming from step %d', name, start)
   if start >= total:

@@ -4,8 +4,9 @@ Run as a script: `loss_curve.py STEPS [--coarse NAME,NAME...]` (coarse
 methods, default tasad_cas); prints {'devices', 'curves': {method: {'losses',
 'metrics': {name: curve}}}}, all methods from one process (one JAX start).
 
-Used by test_train.py in subprocesses, so that each run starts JAX with its own
-device count (XLA_FLAGS=--xla_force_host_platform_device_count=N).
+Used by test_train.py: in its own process for one device, and in a
+subprocess for more, so that JAX starts with that device count
+(XLA_FLAGS=--xla_force_host_platform_device_count=N).
 """
 
 import argparse
@@ -41,20 +42,26 @@ def _curve(config, data, mesh, num):
   return {'losses': losses, 'metrics': curves}
 
 
+def curves(steps: int, coarse: list[str]) -> dict:
+  """{'devices', 'curves': {method: {'losses', 'metrics'}}} on this process's
+  devices."""
+  config = tiny.get_config()
+  config.train.cas_steps = steps
+  mesh = sharding.make_mesh()
+  data = input_pipeline.load_train_data(config, 'cas')
+  out = {}
+  for name in coarse:
+    config.coarse.name = name
+    out[name] = _curve(config, data, mesh, steps)
+  return {'devices': jax.device_count(), 'curves': out}
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('steps', type=int)
   parser.add_argument('--coarse', default='tasad_cas')
   args = parser.parse_args()
-  config = tiny.get_config()
-  config.train.cas_steps = args.steps
-  mesh = sharding.make_mesh()
-  data = input_pipeline.load_train_data(config, 'cas')
-  curves = {}
-  for name in args.coarse.split(','):
-    config.coarse.name = name
-    curves[name] = _curve(config, data, mesh, args.steps)
-  print(json.dumps({'devices': jax.device_count(), 'curves': curves}))
+  print(json.dumps(curves(args.steps, args.coarse.split(','))))
 
 
 if __name__ == '__main__':

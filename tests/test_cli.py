@@ -65,7 +65,8 @@ def test_bad_flags_are_one_line(tmp_path, args, expected):
 
 
 def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, XLA_FLAGS=os.environ['XLA_FLAGS'] +
+             ' --xla_force_host_platform_device_count=4')
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'train.py'),
        f'--config={os.path.join(REPO, "configs", "tiny.py")}',

@@ -1,4 +1,5 @@
-"""Multi-process jobs for real: 2 processes x 2 CPU devices against 1 x 4.
+"""Multi-process jobs for real: 2 processes x 2 CPU devices against the
+session's single-device tiny workdir.
 
 Every job here is real processes (the local launcher, loopback only), and every
 process a test starts is killed in `finally`, whatever happens.
@@ -7,6 +8,7 @@ process a test starts is killed in `finally`, whatever happens.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,17 +157,18 @@ def _is_loopback(hex_address):
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  """One 1x4 run and one 2x2 run of the tiny config (6 CAS + 4 FAS steps);
-  the 1x4 run's checkpoints evaluated by a 2x2 job and by a 1x4 job."""
+def runs(tmp_path_factory, tiny_evaluated):
+  """A 2x2 run of the tiny config (6 CAS + 4 FAS steps) beside the session's
+  1x1 run of the same config (`tiny_evaluated`), whose checkpoints a 2x2
+  job evaluates again."""
   root = tmp_path_factory.mktemp('multihost')
-  one, two, rows = (str(root / n) for n in ('one_by_four', 'two_by_two', 'rows'))
-  _run('train.py', one, processes=1, devices=4)
+  one, two, rows = (str(root / n) for n in ('one_by_one', 'two_by_two', 'rows'))
+  shutil.copytree(tiny_evaluated, one)
+  single = _read(os.path.join(one, 'eval', 'metrics.json'))
   _run('train.py', two, env={'TASAD_JAX_LOG_ROWS': rows})
-  evals = {}
-  for processes, devices in ((2, 2), (1, 4)):
-    out, _ = _run('evaluate.py', one, processes=processes, devices=devices)
-    evals[processes] = (out, _read(os.path.join(one, 'eval', 'metrics.json')))
+  out, _ = _run('evaluate.py', one)
+  evals = {1: (None, single),
+           2: (out, _read(os.path.join(one, 'eval', 'metrics.json')))}
   return {'one': one, 'two': two, 'rows': rows, 'evals': evals}
 
 
@@ -213,7 +216,7 @@ def test_each_process_builds_only_its_rows_of_each_global_batch(runs):
 
 
 def test_evaluation_in_either_shape_gives_the_same_metrics(runs):
-  out, report = runs['evals'][2]  # 1x4 checkpoints restored by a 2x2 job.
+  out, report = runs['evals'][2]  # 1x1 checkpoints restored by a 2x2 job.
   assert out.count('image_auroc') == 1, out  # One table, from process 0.
   assert report['tasad'] and report['cas']
   single = _numbers(runs['evals'][1][1])

@@ -1,0 +1,109 @@
+"""The validation split carved from the training images (tasad_jax/validation.py)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_error_line, run_script, write_tree
+from configs import tiny
+from tasad_jax import thresholds, validation
+from tasad_jax.datasets import imageio, mvtec
+from tasad_jax.errors import UserInputError
+
+
+def _config(root, fraction=0.5):
+  config = tiny.get_config()
+  config.data.root, config.data.category = root, 'widget'
+  config.threshold.holdout_fraction = fraction
+  return config
+
+
+def _files(folder):
+  return {os.path.relpath(os.path.join(d, f), folder): open(
+      os.path.join(d, f), 'rb').read() for d, _, fs in os.walk(folder) for f in fs}
+
+
+def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
+  root = str(tmp_path / 'data')
+  write_tree(root)
+  config = _config(root)
+  out = str(tmp_path / 'val')
+  counts = validation.write_split(config, out)
+
+  # The held-out images are the ones training keeps for its thresholds.
+  train = mvtec.scan_category(root, 'widget').train
+  _, held = thresholds.split_holdout(np.arange(len(train)), 0.5, config.seed)
+  assert counts['good'] == len(held) == 2
+  assert sum(counts[k] for k in validation.KINDS) == len(held)
+  split = mvtec.scan_category(out, 'widget')
+  good = sorted((s for s in split.test if s.label == 0), key=lambda s: s.path)
+  bad = sorted((s for s in split.test if s.label == 1), key=lambda s: s.path)
+  for sample, index in zip(good, held):
+    np.testing.assert_array_equal(imageio.read_image(sample.path),
+                                  imageio.read_image(train[index].path))
+  for sample in bad:
+    original = imageio.read_image(
+        os.path.join(out, 'widget', 'test', 'good',
+                     os.path.basename(sample.path)))
+    image, mask = imageio.read_image(sample.path), imageio.read_mask(
+        sample.mask_path) > 0
+    assert image.shape == original.shape and mask.shape == image.shape[:2]
+    changed = np.any(image != original, axis=-1)
+    assert changed.any() and mask.any()
+    assert not (changed & ~mask).any()  # Nothing changes outside the mask.
+    assert changed.sum() >= 0.5 * mask.sum()
+
+  # Deterministic: the same bytes again, and in place of the old folder.
+  again = str(tmp_path / 'again')
+  validation.write_split(config, again)
+  assert _files(again) == _files(out)
+  validation.write_split(config, out)
+  assert _files(again) == _files(out)
+
+
+@pytest.mark.parametrize('kind', validation.KINDS)
+def test_each_kind_is_small_and_inside_the_image(kind):
+  rng = np.random.default_rng(0)
+  textures = rng.integers(0, 256, (2, 64, 64, 3), np.uint8)
+  image = np.full((180, 300, 3), 128, np.uint8)
+  fractions = []
+  for seed in range(20):
+    out, mask = validation.defect(image, kind, np.random.default_rng(seed),
+                                  textures)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.all(out[..., 0] == out[..., 2])  # Grey stays grey.
+    fractions.append(mask.mean())
+  assert 0 < min(fractions) and max(fractions) < 0.06, fractions
+
+
+def test_nothing_held_out_is_one_line(tmp_path):
+  root = str(tmp_path / 'data')
+  write_tree(root)
+  with pytest.raises(UserInputError, match='holdout_fraction'):
+    validation.write_split(_config(root, 0.0), str(tmp_path / 'val'))
+  result = run_script('validation_split.py', f'--output={tmp_path / "v"}',
+                      f'--config.data.root={root}',
+                      '--config.data.category=widget',
+                      '--config.threshold.holdout_fraction=0.0')
+  assert_one_error_line(result, 'config.threshold.holdout_fraction')
+  assert not os.path.exists(tmp_path / 'v' / 'widget')
+
+
+def test_a_trained_workdir_evaluates_on_its_validation_split(tiny_workdir,
+                                                             tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from tasad_jax import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(tiny_workdir, workdir)
+  config = tiny.get_config()
+  counts = validation.write_split(config, str(tmp_path / 'val'))
+  config.data.root = str(tmp_path / 'val')
+  config.eval.folder = 'eval_validation'
+  evaluate.evaluate(config, workdir, [config.data.category])
+  with open(os.path.join(workdir, 'eval_validation', 'metrics.json')) as f:
+    report = json.load(f)
+  assert not os.path.exists(os.path.join(workdir, 'eval'))
+  assert report['num_images'] == 2 * counts['good']
+  assert set(report['tasad']['per_defect']) == set(validation.KINDS)
