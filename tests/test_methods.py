@@ -82,14 +82,14 @@ def test_destseg_phases_lower_their_losses():
 
 def test_destseg_with_fas_end_to_end(tmp_path):
   """destseg + FAS: train, evaluate.py, predict and a StableHLO export; the
-  coarse stage tells the parts with holes from the good ones."""
+  coarse maps beat a random map on the test split's holes."""
   root = str(tmp_path / 'data')
-  write_easy_tree(root, 'plain')
+  chance = write_easy_tree(root, 'plain')
   config = _destseg_config()
   config.data.root, config.data.category = root, 'plain'
-  config.train.cas_steps, config.train.fas_steps = 40, 3
-  config.coarse.destseg.student_fraction = 0.1
-  config.train.checkpoint_every, config.train.log_every = 40, 20
+  config.train.cas_steps, config.train.fas_steps = 80, 3
+  config.coarse.destseg.student_fraction = 0.3
+  config.train.checkpoint_every, config.train.log_every = 80, 20
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   args = [f'--workdir={workdir}', f'--config.data.root={root}',
@@ -103,10 +103,11 @@ def test_destseg_with_fas_end_to_end(tmp_path):
     report = json.load(f)
   assert report['coarse'] == 'destseg'
   assert set(report) >= {'cas', 'tasad'}
-  # 4 good parts against 4 with holes: chance is 0.5, and all 4 holes above
-  # every good part (1.0) happens by chance once in 70. At 40 steps the
-  # student already departs from its random teacher on the holes; its maps
-  # are not yet better than chance at the pixel level (pixel AP 0.03).
+  # Measured: pixel AP 0.399 against 0.040 for a random map, image AUROC 1.0
+  # (4 holes above every good part happens by chance once in 70). With 24
+  # student steps of 80 the student departs from its random teacher on the
+  # holes; with 4 of 40 its maps were still at chance.
+  assert report['cas']['pixel_ap'] > 3 * chance, (report['cas'], chance)
   assert report['cas']['image_auroc'] >= 0.9, report['cas']
   # Evaluating with the TASAD coarse stage is refused, naming the field.
   wrong = run_script('evaluate.py', *args)
