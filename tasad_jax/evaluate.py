@@ -286,10 +286,8 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
   if jax.process_index() == 0:
     note = labelled.note(summary['categories'][-1])
     print(format_table(summary) + ('\n' + note if note else ''))
-    fileio.write_json(os.path.join(workdir, config.eval.folder, 'summary.json'),
-                      summary)
-    report_lib.write_index(os.path.join(workdir, config.eval.folder, 'index.html'),
-                           summary,
-                           {n: f'../{n}/{config.eval.folder}/report.html'
-                            for n in categories})
+    folder = config.eval.folder
+    fileio.write_json(os.path.join(workdir, folder, 'summary.json'), summary)
+    report_lib.write_index(os.path.join(workdir, folder, 'index.html'), summary,
+                           {n: f'../{n}/{folder}/report.html' for n in categories})
   return summary

@@ -23,18 +23,22 @@ from tasad_jax import fileio, metrics
 FILE = 'thresholds.json'
 
 
-def split_holdout(images: np.ndarray, fraction: float, seed: int):
-  """(train, held-out) parts of the normal images; at least one of each when
-  there are two or more images and fraction > 0."""
-  n = len(images)
+def holdout_indices(n: int, fraction: float, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """(kept, held-out) sorted indices of n normal train images; at least one
+  of each when n >= 2 and fraction > 0. Depends on (n, fraction, seed) only."""
   count = int(round(fraction * n))
   if fraction > 0 and n >= 2:
     count = min(max(count, 1), n - 1)
   else:
     count = 0
   order = np.random.default_rng([seed, 17]).permutation(n)
-  held = np.sort(order[:count])
-  keep = np.sort(order[count:])
+  return np.sort(order[count:]), np.sort(order[:count])
+
+
+def split_holdout(images: np.ndarray, fraction: float, seed: int):
+  """(train, held-out) parts of the normal images (`holdout_indices`)."""
+  keep, held = holdout_indices(len(images), fraction, seed)
   return images[keep], images[held]
 
 

@@ -192,10 +192,10 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
   ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, name),
                                     max_to_keep=config.train.max_checkpoints)
   state, start = ckpt.restore_latest_good(stage.abstract_state(mesh))
-  if not start:
-    state = stage.create_state(mesh)
   if start:
     logging.info('%s: resuming from step %d', name, start)
+  else:  # Initialised only when there is nothing to resume from.
+    state = stage.create_state(mesh)
   if start >= total:
     logging.info('%s: already trained (%d steps)', name, start)
     ckpt.close()

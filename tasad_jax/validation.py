@@ -30,11 +30,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
 from skimage import draw, filters, morphology
 
 from tasad_jax import fileio, thresholds
-from tasad_jax.datasets import imageio, layouts, sources
+from tasad_jax.datasets import imageio, layouts, mvtec, sources
 from tasad_jax.errors import UserInputError
 
 KINDS = ('pore', 'crack', 'blotch')
@@ -133,9 +132,9 @@ def defect(image: np.ndarray, kind: str, rng, textures: np.ndarray
 def held_out(config) -> list:
   """The train samples training holds out for the thresholds."""
   train = layouts.scan(config).train
-  _, held = thresholds.split_holdout(np.arange(len(train)),
-                                     config.threshold.holdout_fraction,
-                                     config.seed)
+  _, held = thresholds.holdout_indices(len(train),
+                                       config.threshold.holdout_fraction,
+                                       config.seed)
   return [train[i] for i in held]
 
 
@@ -166,23 +165,14 @@ def write_split(config, output: str, source: str = '') -> dict[str, int]:
     counts = {'good': 0, **{k: 0 for k in KINDS}}
     for i, sample in enumerate(samples):
       image = imageio.read_image(sample.path)
-      name = f'{i:03d}.png'
       for split in ('train', 'test'):
-        _save(image, base, split, 'good', name)
+        mvtec.write_sample(base, split, 'good', f'{i:03d}', image)
       counts['good'] += 1
       kind = KINDS[i % len(KINDS)]
       rng = np.random.default_rng([config.seed, 23, i])
       bad, mask = defect(image, kind, rng, textures)
-      _save(bad, base, 'test', kind, name)
-      _save(mask.astype(np.uint8) * 255, base, 'ground_truth', kind,
-            f'{i:03d}_mask.png')
+      mvtec.write_sample(base, 'test', kind, f'{i:03d}', bad, mask)
       counts[kind] += 1
     return counts
 
   return fileio.atomic_dir(os.path.join(output, category), build)
-
-
-def _save(array: np.ndarray, base: str, *parts: str) -> None:
-  folder = os.path.join(base, *parts[:-1])
-  os.makedirs(folder, exist_ok=True)
-  Image.fromarray(array).save(os.path.join(folder, parts[-1]))

@@ -1,13 +1,15 @@
 """The validation split carved from the training images (tasad_jax/validation.py)."""
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from conftest import assert_one_error_line, run_script, write_tree
 from configs import tiny
-from tasad_jax import thresholds, validation
+from tasad_jax import evaluate, thresholds, validation
 from tasad_jax.datasets import imageio, mvtec
 from tasad_jax.errors import UserInputError
 
@@ -20,8 +22,13 @@ def _config(root, fraction=0.5):
 
 
 def _files(folder):
-  return {os.path.relpath(os.path.join(d, f), folder): open(
-      os.path.join(d, f), 'rb').read() for d, _, fs in os.walk(folder) for f in fs}
+  """{relative path: bytes} of every file under `folder`."""
+  out = {}
+  for d, _, names in os.walk(folder):
+    for name in names:
+      with open(os.path.join(d, name), 'rb') as f:
+        out[os.path.relpath(os.path.join(d, name), folder)] = f.read()
+  return out
 
 
 def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
@@ -34,6 +41,8 @@ def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
   # The held-out images are the ones training keeps for its thresholds.
   train = mvtec.scan_category(root, 'widget').train
   _, held = thresholds.split_holdout(np.arange(len(train)), 0.5, config.seed)
+  np.testing.assert_array_equal(
+      held, thresholds.holdout_indices(len(train), 0.5, config.seed)[1])
   assert counts['good'] == len(held) == 2
   assert sum(counts[k] for k in validation.KINDS) == len(held)
   split = mvtec.scan_category(out, 'widget')
@@ -92,9 +101,6 @@ def test_nothing_held_out_is_one_line(tmp_path):
 
 def test_a_trained_workdir_evaluates_on_its_validation_split(tiny_workdir,
                                                              tmp_path):
-  import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
-  from tasad_jax import evaluate  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   shutil.copytree(tiny_workdir, workdir)
   config = tiny.get_config()

@@ -18,10 +18,11 @@ import shutil
 import tempfile
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 from skimage import data as skdata
 from skimage import draw
+
+from tasad_jax.datasets import mvtec
 
 CATEGORY = 'brick'
 DEFECT_TYPES = ('scratch', 'crack', 'hole', 'stain')
@@ -163,15 +164,10 @@ def build(dest: str, seed: int = 0, num_train: int = 200, num_test_good: int = 4
   folders += [('test', d, d, num_per_defect) for d in DEFECT_TYPES]
   for split, folder, defect, count in folders:
     os.makedirs(os.path.join(base, split, folder), exist_ok=True)
-    if defect:
-      os.makedirs(os.path.join(base, 'ground_truth', folder), exist_ok=True)
     for i in range(count):
       _, image, mask = make_sample(seed, f'{split}/{folder}', i, defect, size)
-      name = f'{i:03d}'
-      Image.fromarray(image).save(os.path.join(base, split, folder, name + '.png'))
-      if defect:
-        Image.fromarray(mask * 255).save(
-            os.path.join(base, 'ground_truth', folder, name + '_mask.png'))
+      mvtec.write_sample(base, split, folder, f'{i:03d}', image,
+                         mask if defect else None)
   return dest
 
 

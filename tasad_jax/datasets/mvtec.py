@@ -18,6 +18,7 @@ import os
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from tasad_jax.datasets import imageio
 from tasad_jax.errors import UserInputError
@@ -76,6 +77,18 @@ def mask_name(mask_stem: str) -> str:
   if mask_stem.endswith(MASK_SUFFIX):
     return mask_stem[:-len(MASK_SUFFIX)]
   return mask_stem
+
+
+def write_sample(base: str, split: str, folder: str, name: str,
+                 image: np.ndarray, mask: np.ndarray | None = None) -> None:
+  """Writes `<base>/<split>/<folder>/<name>.png` and, given a mask (bool or
+  0/1), `<base>/ground_truth/<folder>/<name>_mask.png` as 0/255."""
+  os.makedirs(os.path.join(base, split, folder), exist_ok=True)
+  Image.fromarray(image).save(os.path.join(base, split, folder, name + '.png'))
+  if mask is not None:
+    os.makedirs(os.path.join(base, 'ground_truth', folder), exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(
+        os.path.join(base, 'ground_truth', folder, name + '_mask.png'))
 
 
 def scan_category(root: str, category: str) -> Category:
