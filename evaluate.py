@@ -32,7 +32,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 @errors.cli_main
 def main(argv):
-  del argv  # Checked by cli_main, which also hides GPUs from TensorFlow.
+  del argv  # Checked by cli_main.
   categories = layouts.expand_categories(
       FLAGS.config,
       datasets.categories_from_argv(sys.argv, FLAGS.config.data.category))

@@ -14,7 +14,6 @@ from ml_collections import config_flags
 
 from tasad_jax import distributed
 from tasad_jax import errors
-from tasad_jax import input_pipeline
 from tasad_jax import train as train_lib
 
 FLAGS = flags.FLAGS
@@ -29,8 +28,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 @errors.cli_main
 def main(argv):
-  del argv  # Checked by cli_main, which also hides GPUs from TensorFlow.
+  del argv  # Checked by cli_main.
   if FLAGS.inspect_data:
+    from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
     input_pipeline.inspect_data(FLAGS.config, FLAGS.workdir)
     return
   train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -30,7 +30,7 @@ import dataclasses
 import math
 from typing import Callable
 
-import tensorflow as tf
+from tasad_jax.tf_host import tf
 
 # Pseudo-anomaly kinds by name (`config.anomaly.methods`): each is
 # fn(image, source, segments, num_segments, seeds, params) -> (augmented, mask),

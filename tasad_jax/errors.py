@@ -98,17 +98,15 @@ class _QuietLibraries(std_logging.Filter):
 def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   """Wraps an absl `main` for the entry points.
 
-  Refuses stray positional arguments, keeps TensorFlow (the host input
-  pipeline) off the accelerators, quiets library logs, and turns an `Error`
-  into one line and its exit status.
+  Refuses stray positional arguments, quiets library logs, and turns an
+  `Error` into one line and its exit status. (TensorFlow, imported only where
+  it is used, keeps off the accelerators by itself: `tasad_jax.tf_host`.)
   """
 
   @functools.wraps(main)
   def wrapped(argv):
     if len(argv) > 1:
       _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], 'GPU')
     for handler in std_logging.getLogger().handlers:
       handler.addFilter(_QuietLibraries())
     try:

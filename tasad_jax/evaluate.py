@@ -227,7 +227,7 @@ def evaluate_category(config, workdir: str) -> dict:
 
 def _publish(config, workdir, split, outputs, report) -> None:
   """Writes metrics.json, heat maps and TensorBoard images, all or nothing."""
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from tasad_jax.tf_host import metric_writers  # pylint: disable=g-import-not-at-top
   final = os.path.join(workdir, config.eval.folder)
 
   scales = report_lib.map_scales(outputs)  # One scale for PNGs and page.

@@ -130,7 +130,7 @@ def export_stablehlo(model, path: str, height: int = 0, width: int = 0) -> None:
 def export_saved_model(model, path: str, height: int = 0, width: int = 0
                        ) -> None:
   """Writes a TensorFlow SavedModel of the program to the folder `path`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tasad_jax.tf_host import tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   h, w = image_shape(model.geometry, height, width)
   converted = jax2tf.convert(program(model, h, w),

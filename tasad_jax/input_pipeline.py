@@ -24,9 +24,9 @@ import os
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from tasad_jax import anomalies, tiling
+from tasad_jax.tf_host import tf
 from tasad_jax.datasets import layouts, mvtec, sources, working
 from tasad_jax.errors import UserInputError
 

@@ -17,7 +17,6 @@ import os
 import time
 
 from absl import logging
-from clu import metric_writers, periodic_actions
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -187,7 +186,11 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
   its phases (one jitted program each), its batch keys, host-side batch
   preparation and context.
   """
-  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from clu import periodic_actions
+  from tasad_jax import input_pipeline
+  from tasad_jax.tf_host import metric_writers
+  # pylint: enable=g-import-not-at-top
   name, total = stage.name, stage.num_steps
   ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, name),
                                     max_to_keep=config.train.max_checkpoints)

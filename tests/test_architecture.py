@@ -2,6 +2,8 @@
 
 import ast
 import os
+import subprocess
+import sys
 
 from conftest import REPO
 
@@ -87,3 +89,23 @@ def test_the_checker_finds_a_cycle(tmp_path, monkeypatch):
   graph['tasad_jax.losses'] = graph['tasad_jax.losses'] | {'tasad_jax.train'}
   cycles = [m for m in graph if m in _reachable(graph, m)]
   assert 'tasad_jax.losses' in cycles and 'tasad_jax.train' in cycles
+
+
+def test_entry_points_import_tensorflow_only_when_used():
+  """Loading an entry point (before any work) imports no TensorFlow: a bad
+  flag, a refused workdir or a launcher of processes costs no TF import."""
+  code = '\n'.join([
+      'import importlib.util, os, sys',
+      'from absl import flags',
+      'sys.path.insert(0, os.getcwd())',
+      'for script in ("train", "evaluate", "predict", "export", '
+      '"validation_split"):',
+      '  before = set(flags.FLAGS)',
+      '  spec = importlib.util.spec_from_file_location(script, script + ".py")',
+      '  spec.loader.exec_module(importlib.util.module_from_spec(spec))',
+      '  for name in set(flags.FLAGS) - before:  # The next script defines them too.',
+      '    delattr(flags.FLAGS, name)',
+      'print([m for m in ("tensorflow", "clu.metric_writers") if m in sys.modules])'])
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, cwd=REPO, timeout=120, check=True)
+  assert out.stdout.strip() == '[]', out.stderr[-2000:]

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import wait_for
 from configs import tiny
-from tasad_jax import preemption, sharding, train
+from tasad_jax import checkpointing, preemption, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHED = re.compile(r'launched process (\d+) of \d+ \(pid (\d+)\)')
@@ -94,9 +94,19 @@ def _run(*args, **kwargs):
   return out, err
 
 
-def _state(workdir, stage):
-  return train.restore_stage(tiny.get_config(), workdir, stage,
-                             sharding.make_mesh())
+def _state(workdir, stage, step=None):
+  """The train state of `stage` in `workdir`: the latest, or at `step`."""
+  if step is None:
+    return train.restore_stage(tiny.get_config(), workdir, stage,
+                               sharding.make_mesh())
+  template = train.build_stage(tiny.get_config(), stage).abstract_state(
+      sharding.make_mesh())
+  checkpointer = checkpointing.Checkpointer(
+      checkpointing.checkpoint_dir(workdir, stage))
+  try:
+    return checkpointer.restore(template, step)
+  finally:
+    checkpointer.close()
 
 
 def _flat(tree):
@@ -260,14 +270,17 @@ def test_sigterm_sigkill_and_resume_across_processes(runs, tmp_path):
   saved = os.listdir(folder)
   assert str(step) in saved and not any('tmp' in s for s in saved), saved
 
-  # SIGKILL to process 0 (the coordinator) mid-run: the launcher stops the
-  # other at once and says so in one line.
+  # The same command resumes; SIGKILL to process 0 (the coordinator) once it
+  # has saved a later step: the launcher stops the other at once and says so
+  # in one line.
+  def committed():
+    return [int(s) for s in os.listdir(folder) if s.isdigit()]
   with Job('train.py', workdir, CAS_ONLY) as job:
-    assert wait_for(lambda: any(int(s) > step for s in os.listdir(folder)
-                                 if s.isdigit()))
+    assert wait_for(lambda: max(committed()) > step)
     pids = dict(job.pids())
     os.kill(pids[0], signal.SIGKILL)
     status, _, err = job.wait(timeout=60)
+  later = max(s for s in committed() if s > step)
   assert status == 128 + 9, err[-3000:]
   errors = [l for l in err.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'process 0 of 2' in errors[0] and (
@@ -277,9 +290,10 @@ def test_sigterm_sigkill_and_resume_across_processes(runs, tmp_path):
     assert not os.path.exists(f'/proc/{pid}') or open(
         f'/proc/{pid}/stat').read().split()[2] == 'Z'
 
-  # The same command resumes to the parameters of the uninterrupted 2x2 run.
-  _run('train.py', workdir, CAS_ONLY)
-  resumed, full = _state(workdir, 'cas'), _state(runs['two'], 'cas')
+  # The resumed job's later checkpoint holds the parameters of the
+  # uninterrupted 2x2 run at that step (which keeps steps 3 and 6).
+  resumed, full = (_state(w, 'cas', later) for w in (workdir, runs['two']))
+  assert int(resumed.step) == int(full.step) == later
   for a, b in zip(jax.tree_util.tree_leaves(resumed),
                   jax.tree_util.tree_leaves(full)):
     np.testing.assert_array_equal(a, b)
