@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.loader = 'folder'  # 'folder' reads files; 'tfds' uses the mvtec_ad builder.
   config.data.tfds_data_dir = ''  # TFDS data_dir for loader='tfds' ('' = TFDS default).
   config.data.load_threads = 0  # Decoding threads (0 = one per CPU).
+  config.data.pipeline_threads = 0  # tf.data threads making train samples (0 = tf.data's own pool, one per CPU).
   config.data.labelled_anomalies = ''  # Real defects to train on: '', 'test:N' (N per type) or an MVTec-layout folder.
   config.data.labelled_rate = 0.1  # Share of train samples drawn from the labelled anomalies.
 
@@ -79,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.width = 128  # TASAD segmenter width w (CAS, FAS): 11,959,681 parameters.
   config.model.dtype = 'float32'  # Compute dtype ('bfloat16' on accelerators); params f32.
+  config.model.score_window = 21  # Image score: max of the map after a window x window mean filter (paper 21 at 256²); 0: 21 scaled to data.image_size.
 
   config.refine = ml_collections.ConfigDict()
   config.refine.train_histogram_fraction = 1.0  # p while training FAS.

@@ -1,7 +1,9 @@
 """Image scores from anomaly maps [N, H, W, 1], jit-able.
 
 TASAD: the maximum of the map after a 21x21 mean filter (stride 1, zero
-padding, always divided by 441). DeSTSeg: the mean of the T largest values.
+padding, always divided by 441), 21 pixels being the paper's window at 256²
+(`config.model.score_window`; 0 scales it with the image size). DeSTSeg: the
+mean of the T largest values.
 """
 
 from __future__ import annotations
@@ -9,7 +11,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-SCORE_WINDOW = 21
+SCORE_WINDOW = 21  # The paper's window, at 256 x 256.
+
+
+def window_for(setting: int, image_size: int) -> int:
+  """The mean filter's window: `setting` pixels, or with 0 the paper's 21
+  pixels at 256² scaled to `image_size` (odd, at least 3: 11 at 128²)."""
+  if setting < 0:
+    raise ValueError(f'config.model.score_window: {setting} must be >= 0')
+  if setting:
+    return int(setting)
+  return max(3, int(round(SCORE_WINDOW * image_size / 256)) | 1)
 
 
 def max_of_mean_filter(maps: jax.Array, window: int = SCORE_WINDOW) -> jax.Array:

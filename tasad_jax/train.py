@@ -64,6 +64,7 @@ def check_config(config, workdir: str) -> None:
   for name in config.stages:
     if build_stage(config, name).num_steps < 1:
       raise UserInputError(f'config.train.{name}_steps: must be >= 1')
+  _ = methods.get(config).score_window  # Names a bad config.model.score_window.
 
 
 def _write_config(config, workdir: str) -> None:

@@ -67,6 +67,24 @@ def test_scores_are_the_max_of_the_21x21_mean():
   np.testing.assert_allclose(scoring.max_of_mean_filter(maps), expected, rtol=1e-5)
 
 
+def test_score_window_scales_with_the_image_size(tiny_config, tmp_path):
+  """config.model.score_window=0: the paper's 21 pixels at 256² scaled (odd);
+  the coarse method scores with that window."""
+  assert [scoring.window_for(0, s) for s in (256, 128, 64, 32)] == [21, 11, 5, 3]
+  assert scoring.window_for(7, 128) == 7
+  from tasad_jax import methods  # pylint: disable=g-import-not-at-top
+  tiny_config.model.score_window = 0  # 32² images: a 3x3 window.
+  maps = np.random.default_rng(1).random((2, 32, 32, 1)).astype(np.float32)
+  padded = np.pad(maps[..., 0], ((0, 0), (1, 1), (1, 1)))
+  expected = [max(padded[i, y:y + 3, x:x + 3].mean() for y in range(32)
+                  for x in range(32)) for i in range(2)]
+  scores = methods.get(tiny_config).image_score(maps, {'map': maps})
+  np.testing.assert_allclose(scores, expected, rtol=1e-5)
+  tiny_config.model.score_window = -1
+  with pytest.raises(UserInputError, match='config.model.score_window'):
+    train.check_config(tiny_config, str(tmp_path / 'w'))
+
+
 def test_coarse_stage_only_is_evaluated_and_said(trained, tmp_path):
   config, workdir = trained
   cas_only = str(tmp_path / 'cas_only')

@@ -199,7 +199,7 @@ class AnoSeg(base.CoarseMethod):
     del outputs
     if self.settings.score == 'top_k':
       return scoring.top_k_mean(maps, self.settings.top_k)
-    return scoring.max_of_mean_filter(maps)
+    return scoring.max_of_mean_filter(maps, self.score_window)
 
   def inference_variables(self, state: TrainState) -> dict:
     """The generator only (the discriminator is for training)."""

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 
 from tasad_jax import scoring, stage
+from tasad_jax.errors import UserInputError
 
 
 class CoarseMethod(stage.Stage):
@@ -44,6 +45,16 @@ class CoarseMethod(stage.Stage):
   def settings(self):
     """This method's config section, config.coarse.<method>."""
     return self.config.coarse[self.method]
+
+  @property
+  def score_window(self) -> int:
+    """The mean filter's window of map-max image scores (pixels)."""
+    try:
+      return scoring.window_for(
+          int(self.config.model.get('score_window', scoring.SCORE_WINDOW)),
+          int(self.config.data.image_size))
+    except ValueError as e:
+      raise UserInputError(str(e)) from None
 
   @abc.abstractmethod
   def anomaly_map(self, variables: Any, images: jax.Array) -> jax.Array:
@@ -62,7 +73,7 @@ class CoarseMethod(stage.Stage):
     """Image scores [N] of maps [N, S, S, 1] (the coarse maps, or coarse + fine
     maps), given this method's `outputs` of the same images."""
     del outputs
-    return scoring.max_of_mean_filter(maps)
+    return scoring.max_of_mean_filter(maps, self.score_window)
 
   def scores_from_map(self) -> bool:
     """Whether `image_score` reads the map alone (no other `outputs`): then

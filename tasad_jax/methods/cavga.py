@@ -293,7 +293,7 @@ class Cavga(base.CoarseMethod):
   def image_score(self, maps: jax.Array, outputs: dict[str, jax.Array]
                   ) -> jax.Array:
     if self.settings.score == 'map':
-      return scoring.max_of_mean_filter(maps)
+      return scoring.max_of_mean_filter(maps, self.score_window)
     return outputs['recon_error']
 
   def scores_from_map(self) -> bool:
