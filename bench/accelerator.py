@@ -19,7 +19,11 @@ Prints JSON lines (one per measurement):
 
 `--max_batch` doubles the CAS batch until the device runs out of memory and
 reports the largest that fitted. Networks are randomly initialised (speed does
-not depend on the weights); no TensorFlow is imported.
+not depend on the weights); no TensorFlow, tfds or clu is imported (checked
+with them blocked). It reads its settings from `configs/default.py`, which
+needs ml_collections (pure Python): on an image without it,
+`pip install --no-deps --target .device_deps ml_collections` beside the
+checkout, carry `.device_deps` and run with `PYTHONPATH=.device_deps`.
 """
 
 import argparse
