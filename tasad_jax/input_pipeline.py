@@ -269,7 +269,7 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
       local, dtype=tf.int64)).unbatch()
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local, drop_remainder=True)
-  threads = int(config.data.get('pipeline_threads', 0))
+  threads = int(config.data.pipeline_threads)
   if threads:  # Leaves the other cores to XLA's step (few-core hosts).
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from tasad_jax.errors import UserInputError
+
 SCORE_WINDOW = 21  # The paper's window, at 256 x 256.
 
 
@@ -18,7 +20,7 @@ def window_for(setting: int, image_size: int) -> int:
   """The mean filter's window: `setting` pixels, or with 0 the paper's 21
   pixels at 256² scaled to `image_size` (odd, at least 3: 11 at 128²)."""
   if setting < 0:
-    raise ValueError(f'config.model.score_window: {setting} must be >= 0')
+    raise UserInputError(f'config.model.score_window: {setting} must be >= 0')
   if setting:
     return int(setting)
   return max(3, int(round(SCORE_WINDOW * image_size / 256)) | 1)

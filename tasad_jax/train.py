@@ -23,8 +23,8 @@ import ml_collections
 import numpy as np
 
 from tasad_jax import (checkpointing, distributed, fileio, fine, labelled,
-                       methods,
-                       preemption, sharding, stage as stage_lib, thresholds)
+                       methods, preemption, scoring, sharding,
+                       stage as stage_lib, thresholds)
 from tasad_jax.checkpointing import checkpoint_dir
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 
@@ -42,10 +42,11 @@ def build_stage(config, name: str) -> stage_lib.Stage:
   return built
 
 
-def restore_stage(config, workdir: str, name: str, mesh):
-  """The latest train state of stage `name` in `workdir`, replicated."""
-  return checkpointing.restore(workdir, name,
-                               build_stage(config, name).abstract_state(mesh))
+def restore_stage(config, workdir: str, name: str, mesh, step: int | None = None):
+  """The train state of stage `name` in `workdir` (the latest, or `step`),
+  replicated."""
+  return checkpointing.restore(
+      workdir, name, build_stage(config, name).abstract_state(mesh), step)
 
 
 def check_config(config, workdir: str) -> None:
@@ -64,7 +65,7 @@ def check_config(config, workdir: str) -> None:
   for name in config.stages:
     if build_stage(config, name).num_steps < 1:
       raise UserInputError(f'config.train.{name}_steps: must be >= 1')
-  _ = methods.get(config).score_window  # Names a bad config.model.score_window.
+  scoring.window_for(config.model.score_window, config.data.image_size)
 
 
 def _write_config(config, workdir: str) -> None:

@@ -214,6 +214,17 @@ def train_steps(method, state, batch, steps):
   return state, history
 
 
+def lock_holder(workdir):
+  """The pid written in `workdir`'s run lock ('' when there is none): a run
+  writes it once it has imported everything and taken the workdir."""
+  from tasad_jax import preemption  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(workdir, preemption.LOCK_NAME)) as f:
+      return f.read().strip()
+  except OSError:
+    return ''
+
+
 def wait_for(predicate, timeout=240):
   """Polls `predicate` until it holds (True) or `timeout` seconds pass (False)."""
   end = time.time() + timeout

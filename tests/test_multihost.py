@@ -18,9 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from conftest import lock_holder, wait_for
 from configs import tiny
-from tasad_jax import checkpointing, preemption, sharding, train
+from tasad_jax import preemption, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHED = re.compile(r'launched process (\d+) of \d+ \(pid (\d+)\)')
@@ -96,17 +96,8 @@ def _run(*args, **kwargs):
 
 def _state(workdir, stage, step=None):
   """The train state of `stage` in `workdir`: the latest, or at `step`."""
-  if step is None:
-    return train.restore_stage(tiny.get_config(), workdir, stage,
-                               sharding.make_mesh())
-  template = train.build_stage(tiny.get_config(), stage).abstract_state(
-      sharding.make_mesh())
-  checkpointer = checkpointing.Checkpointer(
-      checkpointing.checkpoint_dir(workdir, stage))
-  try:
-    return checkpointer.restore(template, step)
-  finally:
-    checkpointer.close()
+  return train.restore_stage(tiny.get_config(), workdir, stage,
+                             sharding.make_mesh(), step)
 
 
 def _flat(tree):
@@ -127,14 +118,6 @@ def _numbers(tree, prefix=''):
 def _read(path):
   with open(path) as f:
     return json.load(f)
-
-
-def _lock_holder(workdir):
-  try:
-    with open(os.path.join(workdir, preemption.LOCK_NAME)) as f:
-      return f.read().strip()
-  except OSError:
-    return ''
 
 
 def _sockets(pid):
@@ -256,7 +239,7 @@ def test_sigterm_sigkill_and_resume_across_processes(runs, tmp_path):
 
   # SIGTERM to process 1 alone: both stop at the same step, one checkpoint.
   with Job('train.py', workdir, CAS_ONLY) as job:
-    assert wait_for(lambda: len(job.pids()) == 2 and _lock_holder(workdir)
+    assert wait_for(lambda: len(job.pids()) == 2 and lock_holder(workdir)
                      == str(job.pids()[0]))
     for pid in job.pids().values():  # Loopback only.
       addresses = _sockets(pid)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from conftest import lock_holder, wait_for
 from tasad_jax import evaluate, preemption, sharding, train
 from tasad_jax.errors import TrainingFault, UserInputError
 
@@ -43,15 +43,6 @@ def _saving(workdir):
   return os.path.isdir(folder) and any('tmp' in n for n in os.listdir(folder))
 
 
-def _holds_lock(workdir, proc):
-  """Whether `proc` has imported everything and locked the workdir."""
-  try:
-    with open(os.path.join(workdir, preemption.LOCK_NAME)) as f:
-      return f.read().strip() == str(proc.pid)
-  except OSError:
-    return False
-
-
 def _leaves(workdir, config, stage):
   state = train.restore_stage(config, workdir, stage, sharding.make_mesh())
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
@@ -71,7 +62,8 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tiny_config, tmp_path):
     if attempt == 0:
       assert wait_for(lambda: _saving(workdir)), 'never saw a save'
     else:
-      assert wait_for(lambda: _holds_lock(workdir, proc)), 'never started'
+      assert wait_for(lambda: lock_holder(workdir) == str(proc.pid)), (
+          'never started')
       time.sleep(rng.uniform(0.0, 3.0))
     proc.send_signal(signal.SIGKILL)
     proc.communicate()

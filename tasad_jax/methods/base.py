@@ -30,7 +30,6 @@ from typing import Any
 import jax
 
 from tasad_jax import scoring, stage
-from tasad_jax.errors import UserInputError
 
 
 class CoarseMethod(stage.Stage):
@@ -49,12 +48,9 @@ class CoarseMethod(stage.Stage):
   @property
   def score_window(self) -> int:
     """The mean filter's window of map-max image scores (pixels)."""
-    try:
-      return scoring.window_for(
-          int(self.config.model.get('score_window', scoring.SCORE_WINDOW)),
-          int(self.config.data.image_size))
-    except ValueError as e:
-      raise UserInputError(str(e)) from None
+    return scoring.window_for(
+        int(self.config.model.get('score_window', scoring.SCORE_WINDOW)),
+        int(self.config.data.image_size))
 
   @abc.abstractmethod
   def anomaly_map(self, variables: Any, images: jax.Array) -> jax.Array:
