@@ -89,16 +89,27 @@ class TwoStage:
   def run(self, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     """Maps and scores of any number of images (uint8, or float in [0, 1]),
     `batch_size` at a time; the FAS inputs are not kept. In a multi-process
-    job, each process runs its share of every batch and all get every row."""
+    job, each process runs its share of every batch and all get every row.
+
+    A short last batch is zero-padded to `batch_size` rows (rows are
+    independent at inference), so a run of many batches compiles one program,
+    not a second one for its remainder; fewer images than `batch_size` run
+    as they are (a single image is not computed `batch_size` times).
+    """
     outputs: dict[str, list] = {}
     for start in range(0, len(images), batch_size):
-      n = len(images[start:start + batch_size])
-      chunk = distributed.local_rows(images[start:start + batch_size])
+      batch = images[start:start + batch_size]
+      n = len(batch)
+      if n < batch_size and start:
+        batch = np.concatenate([batch, np.zeros(
+            (batch_size - n,) + batch.shape[1:], batch.dtype)])
+      chunk = distributed.local_rows(batch)
       if chunk.dtype == np.uint8:
         chunk = chunk.astype(np.float32) / 255.0
       for key, value in self(chunk).items():
         if key != 'fas_input':
-          outputs.setdefault(key, []).append(distributed.gather_rows(value, n))
+          outputs.setdefault(key, []).append(
+              distributed.gather_rows(value, batch_size)[:n])
     return {k: np.concatenate(v) for k, v in outputs.items()}
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

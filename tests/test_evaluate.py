@@ -172,3 +172,19 @@ def test_host_and_device_fas_inputs_give_close_metrics(trained):
   for key in metrics.METRIC_KEYS:
     assert abs(split_metrics[True]['tasad'][key]
                - split_metrics[False]['tasad'][key]) < 0.05, key
+
+
+def test_short_last_batch_reuses_the_compiled_program(trained):
+  """Many images in batches: the remainder runs padded through the program
+  of a full batch, and every row's outputs are those of one large batch."""
+  from tasad_jax import inference, sharding  # pylint: disable=g-import-not-at-top
+  config, workdir = trained
+  runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
+  images = np.random.default_rng(0).integers(
+      0, 256, (5, config.data.image_size, config.data.image_size, 3), np.uint8)
+  in_threes = runner.run(images, 3)  # Batches of 3 and 2 (padded to 3).
+  assert runner._program._cache_size() == 1  # pylint: disable=protected-access
+  at_once = runner.run(images, 5)
+  assert set(in_threes) == set(at_once) and len(in_threes['tasad_score']) == 5
+  for key, value in at_once.items():
+    np.testing.assert_allclose(in_threes[key], value, atol=1e-5, err_msg=key)
