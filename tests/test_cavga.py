@@ -145,8 +145,9 @@ def test_sampled_latent_differs_between_steps_and_survives_a_resume(tmp_path):
 
 @pytest.mark.parametrize('weak', [False, True])
 def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree, weak):
-  """CAVGA-R (evaluate.py) and CAVGA-Rw on one real defect per type (in
-  process): train with FAS, evaluate, predict and export."""
+  """CAVGA-R (trained in process, evaluate.py) and CAVGA-Rw on one real
+  defect per type (train.py, evaluated in process): train with FAS,
+  evaluate, predict and export."""
   root, _ = mvtec_tree
   config = _config(weak=weak)
   config.data.root, config.data.category = root, 'widget'
@@ -154,7 +155,18 @@ def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree, weak):
   if weak:
     config.data.labelled_anomalies, config.data.labelled_rate = 'test:1', 0.5
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  if weak:
+    result = run_script(
+        'train.py', f'--workdir={workdir}', f'--config.data.root={root}',
+        '--config.data.category=widget', '--config.coarse.name=cavga',
+        '--config.coarse.cavga.weak=True', '--config.train.cas_steps=3',
+        '--config.train.fas_steps=2',
+        '--config.data.labelled_anomalies=test:1',
+        '--config.data.labelled_rate=0.5',
+        *[f'--config.coarse.cavga.{k}={v}' for k, v in SMALL.items()])
+    assert result.returncode == 0, result.stderr[-3000:]
+  else:
+    train.train_and_evaluate(config, workdir)
   if weak:
     report = evaluate.evaluate(config, workdir, ['widget'])
     with open(os.path.join(workdir, labelled.RECORD)) as f:
