@@ -109,7 +109,7 @@ class TwoStage:
       for key, value in self(chunk).items():
         if key != 'fas_input':
           outputs.setdefault(key, []).append(
-              distributed.gather_rows(value, batch_size)[:n])
+              distributed.gather_rows(value, len(batch))[:n])
     return {k: np.concatenate(v) for k, v in outputs.items()}
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ from tasad_jax.methods import cavga
 
 SMALL = {'encoder_layers': 2, 'latent_channels': 8, 'decoder_channels': 16,
          'disc_channels': 8}
+SMALL_FLAGS = [f'--config.coarse.cavga.{k}={v}' for k, v in SMALL.items()]
 
 
 def _config(**settings):
@@ -155,7 +156,7 @@ def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree, weak):
   if weak:
     config.data.labelled_anomalies, config.data.labelled_rate = 'test:1', 0.5
   workdir = str(tmp_path / 'run')
-  if weak:
+  if weak:  # Trained through train.py, evaluated in process.
     result = run_script(
         'train.py', f'--workdir={workdir}', f'--config.data.root={root}',
         '--config.data.category=widget', '--config.coarse.name=cavga',
@@ -163,11 +164,8 @@ def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree, weak):
         '--config.train.fas_steps=2',
         '--config.data.labelled_anomalies=test:1',
         '--config.data.labelled_rate=0.5',
-        *[f'--config.coarse.cavga.{k}={v}' for k, v in SMALL.items()])
+        *SMALL_FLAGS)
     assert result.returncode == 0, result.stderr[-3000:]
-  else:
-    train.train_and_evaluate(config, workdir)
-  if weak:
     report = evaluate.evaluate(config, workdir, ['widget'])
     with open(os.path.join(workdir, labelled.RECORD)) as f:
       files = json.load(f)['files']
@@ -175,12 +173,13 @@ def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree, weak):
     assert [os.path.basename(os.path.dirname(p)) for p in files] == ['crack']
     assert report['labelled_anomalies_excluded'] == 1
     assert report['num_images'] == 4
-  else:
+  else:  # Trained in process, evaluated through evaluate.py.
+    train.train_and_evaluate(config, workdir)
     result = run_script('evaluate.py', f'--workdir={workdir}',
                         f'--config.data.root={root}',
                         '--config.data.category=widget',
                         '--config.coarse.name=cavga',
-                        *[f'--config.coarse.cavga.{k}={v}' for k, v in SMALL.items()])
+                        *SMALL_FLAGS)
     assert result.returncode == 0, result.stderr
     assert 'cavga+fas' in result.stdout and 'cavga ' in result.stdout
     with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
