@@ -1,21 +1,15 @@
 """The command line: the data check runs, and bad input gives one clear line."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import assert_one_error_line
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import assert_one_error_line, run_script
 
 
-def _train(*args, cwd=REPO):
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO, 'train.py'),
-       f'--config={os.path.join(REPO, "configs", "tiny.py")}', *args],
-      capture_output=True, text=True, cwd=cwd, timeout=300, check=False)
+
+def _train(*args, env=None):
+  return run_script('train.py', *args, env=env)
 
 
 def test_inspect_data_prints_a_summary_and_writes_previews(tmp_path):
@@ -67,11 +61,8 @@ def test_bad_flags_are_one_line(tmp_path, args, expected):
 def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
   env = dict(os.environ, XLA_FLAGS=os.environ['XLA_FLAGS'] +
              ' --xla_force_host_platform_device_count=4')
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'train.py'),
-       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
-       f'--workdir={tmp_path / "w"}', '--config.train.batch_size=6'],
-      capture_output=True, text=True, cwd=REPO, timeout=300, env=env, check=False)
+  result = _train(f'--workdir={tmp_path / "w"}', '--config.train.batch_size=6',
+                  env=env)
   assert result.returncode == 2
   assert 'error: config.train.batch_size: 6 is not divisible by the 4 devices' in result.stderr
   assert not (tmp_path / 'w').exists()

@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -103,12 +101,9 @@ def test_several_categories_give_a_mean_row(trained, tmp_path):
                     ignore=shutil.ignore_patterns('eval'))
   shutil.copytree(os.path.join(config.data.root, 'widget'),
                   os.path.join(config.data.root, 'widget2'), dirs_exist_ok=True)
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'evaluate.py'),
-       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
-       f'--workdir={parent}', f'--config.data.root={config.data.root}',
-       '--config.data.category=all'],
-      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  result = run_script('evaluate.py', f'--workdir={parent}',
+                      f'--config.data.root={config.data.root}',
+                      '--config.data.category=all')
   assert result.returncode == 0, result.stderr
   with open(parent / 'eval' / 'summary.json') as f:
     summary = json.load(f)

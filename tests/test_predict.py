@@ -2,8 +2,6 @@
 
 import csv
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 import tasad_jax
+from conftest import run_script
 from tasad_jax import exporting, metrics, thresholds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,10 +67,9 @@ def test_predict_cli_streams_a_folder_with_a_corrupt_file(workdir, tmp_path):
         folder / f'img {i}.png')
   (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\nnope')
   out = tmp_path / 'out'
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'predict.py'), f'--workdir={workdir}',
-       f'--input={tmp_path / "photos"}', f'--output={out}', '--batch_size=2'],
-      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  result = run_script('predict.py', f'--workdir={workdir}',
+                      f'--input={tmp_path / "photos"}', f'--output={out}',
+                      '--batch_size=2', config=None)
   assert result.returncode == 0, result.stderr
   with open(out / 'scores.csv') as f:
     rows = list(csv.DictReader(f))

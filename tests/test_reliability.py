@@ -6,19 +6,16 @@ import os
 import re
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import lock_holder, wait_for
+from conftest import lock_holder, start_script, wait_for
 from tasad_jax import evaluate, preemption, sharding, train
 from tasad_jax.errors import TrainingFault, UserInputError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ['--config.train.cas_steps=24', '--config.train.fas_steps=6',
              '--config.train.checkpoint_every=4']
 
@@ -31,11 +28,7 @@ def _configure(config):
 
 
 def _start(workdir, *extra):
-  return subprocess.Popen(
-      [sys.executable, os.path.join(REPO, 'train.py'),
-       f'--config={os.path.join(REPO, "configs", "tiny.py")}',
-       f'--workdir={workdir}', *OVERRIDES, *extra],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+  return start_script('train.py', f'--workdir={workdir}', *OVERRIDES, *extra)
 
 
 def _saving(workdir):

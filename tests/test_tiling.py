@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import REPO, write_tree
+from conftest import REPO, run_script, write_tree
 from tasad_jax import metrics, tiled_inference, tiling
 from tasad_jax.errors import UserInputError
 
@@ -246,10 +246,9 @@ def test_tile_and_pad_predict_and_export_give_the_live_maps(tile_workdir,
     np.testing.assert_allclose(maps, np.stack(live['anomaly_maps'][:2]),
                                atol=1e-5)
     np.testing.assert_allclose(scores, live['scores'][:2], atol=1e-5)
-  result = subprocess.run(  # Export needs the image size: one line, status 2.
-      [sys.executable, os.path.join(REPO, 'export.py'), f'--workdir={workdir}',
-       f'--output={tmp_path / "x.stablehlo"}'], capture_output=True, text=True,
-      cwd=REPO, timeout=300, check=False)
+  result = run_script(  # Export needs the image size: one line, status 2.
+      'export.py', f'--workdir={workdir}', f'--output={tmp_path / "x.stablehlo"}',
+      config=None)
   lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert result.returncode == 2 and len(lines) == 1, result.stderr
   assert '--height and --width' in lines[0]

@@ -3,13 +3,11 @@ trains, evaluates, predicts and exports through the usual commands."""
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 
-from conftest import REPO
+from conftest import run_script
 
 TOY = '''
 """A toy coarse method: one 3x3 conv to a logit per pixel, BCE on the mask."""
@@ -63,11 +61,8 @@ class Toy(base.CoarseMethod):
 def _run(script, tmp_path, *args, config=True):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(tmp_path), os.environ.get('PYTHONPATH', '')]))
-  config = [f'--config={os.path.join(REPO, "configs", "tiny.py")}'] if config else []
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO, script), *config, *args],
-      capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
-      check=False)
+  return run_script(script, *args, config='tiny.py' if config else None,
+                    env=env)
 
 
 def test_toy_plugin_method_trains_evaluates_and_exports(tmp_path):
