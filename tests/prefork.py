@@ -104,7 +104,7 @@ def serve(path: str) -> None:
   # The imports leave two idle native threads, which no child uses (Python
   # 3.12 warns of every fork beside threads).
   warnings.filterwarnings('ignore', '.*multi-threaded.*', DeprecationWarning)
-  print('ready', flush=True)
+  print('ready', json.dumps(dict(os.environ)), flush=True)  # As imports left it.
   while True:
     conn, _ = listener.accept()
     request = json.loads(conn.makefile().readline())
@@ -164,6 +164,7 @@ class Launcher:
   def __init__(self):
     self._dir = self._proc = None
     self._env = dict(os.environ)
+    self._imported_env = {}  # The server's, once its imports set some.
 
   def _socket(self) -> str:
     if self._proc is None:
@@ -172,18 +173,22 @@ class Launcher:
       self._proc = subprocess.Popen(
           [sys.executable, os.path.abspath(__file__), path], env=self._env,
           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-      assert self._proc.stdout.readline().strip() == 'ready', 'prefork failed'
+      word, _, env = self._proc.stdout.readline().partition(' ')
+      assert word == 'ready', 'prefork failed'
+      self._imported_env = json.loads(env)
     return os.path.join(self._dir, 'socket')
 
   def _path_added(self, env: dict):
     """PYTHONPATH entries `env` adds in front of the server's, or None when
-    `env` differs otherwise."""
-    extra, base = dict(env), dict(self._env)
-    ours, theirs = base.pop('PYTHONPATH', ''), extra.pop('PYTHONPATH', '')
-    for name in IGNORED_ENV:
-      extra.pop(name, None)
-      base.pop(name, None)
-    if extra != base or not theirs.endswith(ours):
+    `env` differs otherwise (a value the server's imports set themselves,
+    e.g. TensorFlow's TF2_BEHAVIOR, is no difference)."""
+    for name in set(env) | set(self._env):
+      value = env.get(name)
+      if name not in IGNORED_ENV + ('PYTHONPATH',) and value not in (
+          self._env.get(name), self._imported_env.get(name)):
+        return None
+    ours, theirs = self._env.get('PYTHONPATH', ''), env.get('PYTHONPATH', '')
+    if not theirs.endswith(ours):
       return None
     return [p for p in theirs[:len(theirs) - len(ours)].split(os.pathsep) if p]
 
@@ -191,8 +196,9 @@ class Launcher:
     """Starts `python argv...` (argv[0] a script): a `Run`, or a
     `subprocess.Popen` with text pipes when it cannot be forked."""
     env = dict(os.environ if env is None else env)
-    path = self._path_added(env)
-    if path is None or os.environ.get('TASAD_JAX_TEST_NO_PREFORK'):
+    forked = not os.environ.get('TASAD_JAX_TEST_NO_PREFORK')
+    path = self._path_added(env) if forked and self._socket() else None
+    if path is None:
       return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
