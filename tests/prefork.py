@@ -20,6 +20,7 @@ import json
 import os
 import pkgutil
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,10 +67,12 @@ def _exec(request: dict) -> None:
   code = 0
   try:
     runpy.run_path(script, run_name='__main__')
-  except SystemExit as e:
-    code = e.code if isinstance(e.code, int) else (e.code is not None)
-    if not isinstance(e.code, (int, type(None))):
+  except SystemExit as e:  # As Python: None is 0, a message is printed and 1.
+    if e.code is None or isinstance(e.code, int):
+      code = e.code or 0
+    else:
       print(e.code, file=sys.stderr)
+      code = 1
   except BaseException:  # pylint: disable=broad-except
     sys.excepthook(*sys.exc_info())
     code = 1
@@ -78,7 +81,7 @@ def _exec(request: dict) -> None:
   atexit._run_exitfuncs()  # pylint: disable=protected-access
   sys.stdout.flush()
   sys.stderr.flush()
-  os._exit(int(code))  # pylint: disable=protected-access
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def _supervise(conn: socket.socket, request: dict) -> None:
@@ -95,7 +98,7 @@ def _supervise(conn: socket.socket, request: dict) -> None:
 
 
 def serve(path: str) -> None:
-  """Accepts one JSON request per connection until the socket's file goes."""
+  """Accepts one JSON request per connection until the server is killed."""
   _preload()
   listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
   listener.bind(path)
@@ -162,21 +165,22 @@ class Launcher:
   """This process's server, started on first use and stopped by `close()`."""
 
   def __init__(self):
-    self._dir = self._proc = None
+    self._dir = self._path = self._proc = None
     self._env = dict(os.environ)
     self._imported_env = {}  # The server's, once its imports set some.
 
   def _socket(self) -> str:
+    """The server's socket; starts the server when none runs."""
     if self._proc is None:
       self._dir = tempfile.mkdtemp(prefix='tasad_jax_prefork_')
-      path = os.path.join(self._dir, 'socket')
+      self._path = os.path.join(self._dir, 'socket')
       self._proc = subprocess.Popen(
-          [sys.executable, os.path.abspath(__file__), path], env=self._env,
+          [sys.executable, os.path.abspath(__file__), self._path], env=self._env,
           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
       word, _, env = self._proc.stdout.readline().partition(' ')
       assert word == 'ready', 'prefork failed'
       self._imported_env = json.loads(env)
-    return os.path.join(self._dir, 'socket')
+    return self._path
 
   def _path_added(self, env: dict):
     """PYTHONPATH entries `env` adds in front of the server's, or None when
@@ -196,8 +200,10 @@ class Launcher:
     """Starts `python argv...` (argv[0] a script): a `Run`, or a
     `subprocess.Popen` with text pipes when it cannot be forked."""
     env = dict(os.environ if env is None else env)
-    forked = not os.environ.get('TASAD_JAX_TEST_NO_PREFORK')
-    path = self._path_added(env) if forked and self._socket() else None
+    path = None
+    if not os.environ.get('TASAD_JAX_TEST_NO_PREFORK'):
+      self._socket()  # The check below reads the server's environment.
+      path = self._path_added(env)
     if path is None:
       return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -218,7 +224,6 @@ class Launcher:
       self._proc.kill()
       self._proc.wait()
       self._proc.stdout.close()
-      import shutil  # pylint: disable=g-import-not-at-top
       shutil.rmtree(self._dir, ignore_errors=True)
       self._proc = None
 

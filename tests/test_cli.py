@@ -7,7 +7,6 @@ import pytest
 from conftest import assert_one_error_line, run_script
 
 
-
 def _train(*args, env=None):
   return run_script('train.py', *args, env=env)
 

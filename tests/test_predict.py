@@ -9,11 +9,9 @@ from PIL import Image
 import pytest
 from sklearn import metrics as skm
 
-import tasad_jax
 from conftest import run_script
+import tasad_jax
 from tasad_jax import exporting, metrics, thresholds
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
