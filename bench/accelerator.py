@@ -9,7 +9,9 @@ Prints JSON lines (one per measurement):
   for every `peak_share`);
 * `cas_step`, `fas_step` (its input made inside the jitted step),
   `fas_step_given_input` (the same step fed a ready input; their difference is
-  the FAS-input share of the FAS step), `destseg_student`, `destseg_segnet`,
+  the FAS-input share of the FAS step), `fas_step_host_input` (the input made
+  on the host, CAS forward + scikit-image per image, inside the timed region),
+  `destseg_student`, `destseg_segnet`,
   `two_stage` (coarse -> FAS input -> FAS -> map -> score as one program) and
   `two_stage_host_input` (FAS input by scikit-image on the host) for each batch:
   seconds, images/s, XLA's FLOP count of the lowered program (cost analysis)
@@ -29,7 +31,9 @@ checkout, carry `.device_deps` and run with `PYTHONPATH=.device_deps`.
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,8 +44,18 @@ import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from tasad_jax import fine, inference, methods, sharding, stage
-from train_step import _median_time as _median_s  # pylint: disable=g-bad-import-order
 
+
+def _median_s(fn, warmup: int, repeats: int) -> float:
+  """Median wall seconds of `fn()` over `repeats` calls after `warmup`."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 def _flops(lowered) -> float:
@@ -84,17 +98,26 @@ def _host_batch(batch: int, size: int) -> dict:
 
 
 def time_phase(trained: stage.Stage, mesh, batch: int, size: int, args,
-               at_step: int = 0, context=None) -> tuple[float, float]:
-  """(median seconds, XLA FLOPs) of one step of `trained`'s phase at `at_step`."""
+               at_step: int = 0, context=None, host_prepare: bool = False
+               ) -> tuple[float, float]:
+  """(median seconds, XLA FLOPs) of one step of `trained`'s phase at `at_step`;
+  with `host_prepare`, the stage's host-side batch preparation is timed too."""
   state = trained.create_state(mesh)
   program = stage.compile_phases(trained, state, mesh, context)(at_step)
   host = _host_batch(batch, size)
-  inputs = sharding.to_global({k: host[k] for k in trained.batch_keys()}, mesh)
+
+  def inputs_of(host):
+    if host_prepare:
+      host = trained.prepare_batch(host, context, mesh)
+    return sharding.to_global({k: host[k] for k in trained.batch_keys()}, mesh)
+
+  inputs = inputs_of(host)
   flops = _flops(program.lower(state, inputs, context))
   holder = [state]
 
   def run():
-    holder[0], metrics, _ = program(holder[0], inputs, context)
+    ready = inputs_of(host) if host_prepare else inputs
+    holder[0], metrics, _ = program(holder[0], ready, context)
     jax.block_until_ready(metrics)
 
   with jax.set_mesh(mesh):
@@ -112,9 +135,12 @@ def bench_batch(config, mesh, batch: int, peak: float, args) -> dict:
   with_input = _record('fas_step', batch, *time_phase(
       fas, mesh, batch, size, args, context=cas_variables), peak)
   config.refine.on_device = False  # Same step, fed a ready FAS input.
+  host_fas = fine.FineStage(config, coarse)
   given = _record('fas_step_given_input', batch, *time_phase(
-      fine.FineStage(config, coarse), mesh, batch, size, args,
-      context=cas_variables), peak)
+      host_fas, mesh, batch, size, args, context=cas_variables), peak)
+  _record('fas_step_host_input', batch, *time_phase(
+      host_fas, mesh, batch, size, args, context=cas_variables,
+      host_prepare=True), peak)
   config.refine.on_device = True
   share = max(0.0, 1.0 - given['step_s'] / with_input['step_s'])
   print(json.dumps({'bench': 'accelerator', 'what': 'fas_input_share',

@@ -1,8 +1,8 @@
 """A plain PyTorch version of TASAD's segmenter and CAS train step.
 
-Used only by bench/train_step.py to compare speed on the same machine: the
-same layers, loss (MSE + 1 - SSIM with an 11x11 Gaussian window, valid
-filtering) and Adam step as tasad_jax.
+Used only by bench/accelerator.py (`--torch`) to compare speed on the same
+machine: the same layers, loss (MSE + 1 - SSIM with an 11x11 Gaussian window,
+valid filtering) and Adam step as tasad_jax.
 """
 
 import torch

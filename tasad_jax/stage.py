@@ -42,6 +42,17 @@ PhaseFn = Callable[[TrainState, dict, jax.Array, Any],
                    tuple[TrainState, dict, jax.Array]]
 
 
+_ABSTRACT_STATES: dict = {}  # (stage type, config key, mesh) -> abstract state
+_MAX_ABSTRACT_STATES = 16
+
+
+def _config_key(config) -> str:
+  """Every field of a config, as text: equal configs give equal keys."""
+  if hasattr(config, 'to_json_best_effort'):
+    return config.to_json_best_effort(sort_keys=True)
+  return repr(config)
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
   """A training phase: its step function and the first step it runs at."""
@@ -73,11 +84,18 @@ class Stage(abc.ABC):
   def abstract_state(self, mesh) -> TrainState:
     """The state's structure, shapes, dtypes and replicated shardings, without
     initialising it: the template a checkpoint restores into (compiling an
-    initialiser costs seconds; tracing it costs nothing)."""
-    shapes = jax.eval_shape(lambda: self.create_state(mesh))
-    rep = sharding.replicated(mesh)
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
+    initialiser costs seconds; tracing it less, but a run restores the same
+    stage several times: kept per stage type, config and mesh)."""
+    key = (type(self), _config_key(self.config), mesh)
+    if key not in _ABSTRACT_STATES:
+      if len(_ABSTRACT_STATES) >= _MAX_ABSTRACT_STATES:
+        _ABSTRACT_STATES.pop(next(iter(_ABSTRACT_STATES)))
+      shapes = jax.eval_shape(lambda: self.create_state(mesh))
+      rep = sharding.replicated(mesh)
+      _ABSTRACT_STATES[key] = jax.tree_util.tree_map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+          shapes)
+    return _ABSTRACT_STATES[key]
 
   @abc.abstractmethod
   def phases(self) -> list[Phase]:

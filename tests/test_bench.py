@@ -22,8 +22,6 @@ TINY_ARGS = {
     'input_pipeline.py': ['--size', '32', '--batch', '4', '--batches', '2',
                           '--warmup', '1'],
     'metrics.py': ['--images', '6', '--size', '32'],
-    'train_step.py': ['--width', '4', '--size', '32', '--batch', '2',
-                      '--warmup', '1', '--repeats', '1', '--fas', '--no_torch'],
     'inference.py': ['--sizes', 'tiny', '--batch', '2', '--repeats', '1'],
     'superpixels.py': ['--root', '{root}', '--category', 'widget', '--size',
                        '32', '--images', '2', '--n_segments', '20'],
@@ -33,7 +31,7 @@ TINY_ARGS = {
 HELPERS = {'torch_reference.py'}  # Imported by the benches, not run.
 # Run with TensorFlow, tfds and clu made unimportable: the accelerator image
 # has none of them (BENCHMARKS.md), so the model benches must not need them.
-WITHOUT_TENSORFLOW = {'accelerator.py', 'train_step.py', 'inference.py',
+WITHOUT_TENSORFLOW = {'accelerator.py', 'inference.py',
                       'metrics.py', 'tiling.py'}
 BLOCKER = '''import sys
 class _Block:

@@ -32,6 +32,18 @@ def test_unknown_coarse_method_names_the_field():
     methods.get(config)
 
 
+def test_abstract_state_is_traced_once_per_config_and_mesh():
+  """Restoring a stage again reuses its template; any other field, another one."""
+  config, mesh = tiny.get_config(), sharding.make_mesh()
+  first = methods.get(config).abstract_state(mesh)
+  assert methods.get(tiny.get_config()).abstract_state(mesh) is first
+  config.model.width = 2 * tiny.get_config().model.width
+  wider = methods.get(config).abstract_state(mesh)
+  shapes = [jax.tree_util.tree_map(lambda x: x.shape, s.params)
+            for s in (first, wider)]
+  assert shapes[0] != shapes[1]
+
+
 def test_destseg_shapes_and_parameter_counts():
   config = _destseg_config()
   method = methods.get(config)
