@@ -14,9 +14,9 @@ def get_config():
   config.data.category = 'magnetic_tile'
   config.data.image_size = 128
   config.data.resize = 'tile'  # 128² tiles of native pixels: best on the validation split (RESULTS.md).
-  config.anomaly.source = 'builtin'  # Beat the DTD subset on the validation split (RESULTS.md); own images join.
+  config.anomaly.source = 'builtin'  # Beat the DTD subset on the validation split (RESULTS.md).
   config.anomaly.grey_sources = True  # Grey tiles: grey pseudo-anomalies.
-  config.anomaly.cas_add_train_images = True  # Tile texture pasted out of place.
+  config.anomaly.cas_add_train_images = False  # Own images as sources lost on validation (RESULTS.md).
   config.model.width = 16
   config.refine.test_seed_threshold = 10  # Seeds at 10/255 (paper 30): best of RESULTS.md.
   config.refine.on_device = False  # On 2 CPU cores scikit-image's SLIC is faster.
