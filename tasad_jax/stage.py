@@ -133,6 +133,25 @@ class Stage(abc.ABC):
     """Raises UserInputError naming a bad field of this stage."""
 
 
+# XLA:CPU at its default LLVM -O2 took 7-32 s to compile the bundled methods'
+# initialisers (a few hundred small random-number fusions, run once); at -O1
+# 5-9 s, with the same bits (checked on every method; tests/test_models.py
+# checks the building blocks).
+CPU_INIT_OPTIONS = {'xla_backend_optimization_level': 1}
+
+
+def jit_init(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array], Any]:
+  """`jax.jit(fn)` for a network initialiser `fn(key)`, compiled for a single
+  run; traced as it is inside another trace (`abstract_state`)."""
+  tuned = jax.jit(fn, compiler_options=(
+      CPU_INIT_OPTIONS if jax.default_backend() == 'cpu' else None))
+  plain = jax.jit(fn)
+
+  def init(key: jax.Array) -> Any:
+    return (plain if isinstance(key, jax.core.Tracer) else tuned)(key)
+  return init
+
+
 def compile_phases(stage: Stage, state: TrainState, mesh, context: Any = None
                    ) -> Callable[[int], Callable]:
   """Jits each phase of `stage`; returns step -> the program of that step.

@@ -195,10 +195,10 @@ def _contains(image, crop):
 
 @pytest.fixture(scope='module')
 def tile_workdir(tree, tmp_path_factory):
-  """A tile-mode workdir trained for 1 + 1 steps (both stages, thresholds)."""
+  """A tile-mode workdir of the tiny config (both stages, thresholds): its
+  steps are the programs of every tiny run, compiled once per session."""
   from tasad_jax import train  # pylint: disable=g-import-not-at-top
   config = _config(tree, 'tile')
-  config.train.cas_steps = config.train.fas_steps = 1
   workdir = str(tmp_path_factory.mktemp('tile_run') / 'run')
   train.train_and_evaluate(config, workdir)
   return config, workdir

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from tasad_jax import (checkpointing, input_pipeline, methods, sharding, stage,
-                       train)
+from tasad_jax import (checkpointing, evaluate, input_pipeline, methods,
+                       sharding, stage, train)
 from tasad_jax.errors import UserInputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,15 +50,16 @@ def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
 
 @pytest.fixture(scope='module')
 def curves():
-  """Four tiny steps of tasad_cas and anoseg on this process's single device
-  and on 4 devices (a subprocess: JAX takes the count when it starts)."""
+  """The tiny config's six steps of tasad_cas and anoseg on this process's
+  single device (tasad_cas's program is then the session's tiny run's) and
+  on 4 devices (a subprocess: JAX takes the count when it starts)."""
   import loss_curve  # pylint: disable=g-import-not-at-top
-  out = {1: loss_curve.curves(4, ['tasad_cas', 'anoseg'])}
+  out = {1: loss_curve.curves(6, ['tasad_cas', 'anoseg'])}
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=os.environ['XLA_FLAGS'] +
              ' --xla_force_host_platform_device_count=4')
   run = subprocess.run([sys.executable, os.path.join(HERE, 'loss_curve.py'),
-                        '4', '--coarse=tasad_cas,anoseg'], env=env,
+                        '6', '--coarse=tasad_cas,anoseg'], env=env,
                        capture_output=True, text=True, timeout=600, check=True)
   out[4] = json.loads(run.stdout.strip().splitlines()[-1])
   for devices in (1, 4):
@@ -87,12 +88,14 @@ def _params(workdir, config, stage):
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
-                                                     monkeypatch, tiny_workdir):
-  # The uninterrupted run: the session's tiny workdir (6 + 4 steps,
-  # checkpoints every 3).
+                                                     monkeypatch, tiny_evaluated):
+  """A run killed after its step-3 checkpoint and run again ends with the
+  parameters of the session's uninterrupted tiny run (6 + 4 steps,
+  checkpoints every 3), and its evaluation writes the same bytes: same seed,
+  same result, resumed or not."""
   assert (tiny_config.train.cas_steps, tiny_config.train.fas_steps,
           tiny_config.train.checkpoint_every) == (6, 4, 3)
-  full = tiny_workdir
+  full = tiny_evaluated
 
   resumed = str(tmp_path / 'resumed')
   real_save = checkpointing.Checkpointer.save
@@ -119,6 +122,14 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
   logs = os.listdir(os.path.join(resumed, 'logs', 'cas'))
   assert any(n.startswith('events.out.tfevents') for n in logs)
 
+  evaluate.evaluate(tiny_config, resumed, [tiny_config.data.category])
+  outputs = []
+  for path in (full, resumed):
+    with open(os.path.join(path, 'eval', 'metrics.json'), 'rb') as f:
+      outputs.append(f.read())
+  assert outputs[0] == outputs[1]
+  assert json.loads(outputs[0])['tasad']
+
 
 def test_fas_without_cas_checkpoint_is_a_clear_error(tiny_config, tmp_path):
   tiny_config.stages = ('fas',)
@@ -126,11 +137,7 @@ def test_fas_without_cas_checkpoint_is_a_clear_error(tiny_config, tmp_path):
     train.train_and_evaluate(tiny_config, str(tmp_path / 'w'))
 
 
-def test_checkpoint_of_another_width_is_a_clear_error(tiny_config, tmp_path):
-  tiny_config.stages = ('cas',)
-  tiny_config.train.cas_steps = 1
-  workdir = str(tmp_path / 'w')
-  train.train_and_evaluate(tiny_config, workdir)
+def test_checkpoint_of_another_width_is_a_clear_error(tiny_config, tiny_workdir):
   tiny_config.model.width = 8
   with pytest.raises(UserInputError, match='does not fit'):
-    train.restore_stage(tiny_config, workdir, 'cas', sharding.make_mesh())
+    train.restore_stage(tiny_config, tiny_workdir, 'cas', sharding.make_mesh())

@@ -172,11 +172,14 @@ class AnoSeg(base.CoarseMethod):
 
   def create_state(self, mesh) -> TrainState:
     size = self.config.data.image_size
-    k_gen, k_disc = jax.random.split(self.init_key())
     x, m = jnp.zeros((1, size, size, 3)), jnp.zeros((1, size, size, 1))
-    variables = jax.jit(lambda: {
-        'gen': self.generator.init(k_gen, x, train=False),
-        'disc': self.discriminator.init(k_disc, x, m)})()
+
+    def init(key):
+      k_gen, k_disc = jax.random.split(key)
+      return {'gen': self.generator.init(k_gen, x, train=False),
+              'disc': self.discriminator.init(k_disc, x, m)}
+
+    variables = stage.jit_init(init)(self.init_key())
     s, t = self.settings, self.config.train
 
     def adam(lr):

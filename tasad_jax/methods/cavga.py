@@ -225,10 +225,10 @@ class Cavga(base.CoarseMethod):
 
   def _init_variables(self) -> dict:
     size = self.config.data.image_size
-    keys = jax.random.split(self.init_key(), 5)
     x = jnp.zeros((1, size, size, 3))
 
-    def init():
+    def init(key):
+      keys = jax.random.split(key, 5)
       encoder = self.encoder.init(keys[0], x)
       features = self.encoder.apply(encoder, x)[-1]
       latent = self.latent.init(keys[1], features)
@@ -240,7 +240,7 @@ class Cavga(base.CoarseMethod):
         out['classifier'] = self.classifier.init(keys[4], z)
       return out
 
-    variables = jax.jit(init)()
+    variables = stage.jit_init(init)(self.init_key())
     if self.settings.encoder != 'random':
       variables['encoder'] = resnet.load_weights(self.settings.encoder,
                                                  self.layers)

@@ -160,18 +160,18 @@ class DeSTSeg(base.CoarseMethod):
 
   def _init_variables(self) -> dict:
     size = self.config.data.image_size
-    key = jax.random.fold_in(jax.random.key(self.config.seed), 101)
-    k_teacher, k_student, k_segnet = jax.random.split(key, 3)
     x = jnp.zeros((1, size, size, 3))
 
-    def init():
+    def init(key):
+      k_teacher, k_student, k_segnet = jax.random.split(key, 3)
       student = self.student.init(k_student, x)
       levels = self.student.apply(student, x)
       seg_in = jnp.zeros(levels[0].shape[:3] + (sum(f.shape[-1] for f in levels),))
       return {'teacher': self.teacher.init(k_teacher, x), 'student': student,
               'segnet': self.segnet.init(k_segnet, seg_in)}
 
-    variables = jax.jit(init)()
+    variables = stage.jit_init(init)(
+        jax.random.fold_in(jax.random.key(self.config.seed), 101))
     teacher = self.settings.teacher
     if teacher != 'random':
       variables['teacher'] = resnet.load_weights(teacher, num_layers=3)

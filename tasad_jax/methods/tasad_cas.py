@@ -52,8 +52,8 @@ def segmenter_state(config, key: jax.Array, steps: int, mesh) -> TrainState:
   """A segmenter with Adam, initialised from `key`, replicated over `mesh`."""
   model = segmenter(config)
   size = config.data.image_size
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)),
-                                           train=False))(key)
+  variables = stage.jit_init(lambda k: model.init(
+      k, jnp.zeros((1, size, size, 3)), train=False))(key)
   state = TrainState.create(
       networks={NETWORK: variables},
       optimizers=[Optimizer('adam', (NETWORK,), optax.adam(schedule(config, steps)))])
