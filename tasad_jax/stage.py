@@ -142,13 +142,12 @@ CPU_INIT_OPTIONS = {'xla_backend_optimization_level': 1}
 
 def jit_init(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array], Any]:
   """`jax.jit(fn)` for a network initialiser `fn(key)`, compiled for a single
-  run; traced as it is inside another trace (`abstract_state`)."""
-  tuned = jax.jit(fn, compiler_options=(
-      CPU_INIT_OPTIONS if jax.default_backend() == 'cpu' else None))
-  plain = jax.jit(fn)
+  run; inside another trace (`abstract_state`) it is only traced."""
 
   def init(key: jax.Array) -> Any:
-    return (plain if isinstance(key, jax.core.Tracer) else tuned)(key)
+    compiled_here = not isinstance(key, jax.core.Tracer)
+    cpu = compiled_here and jax.default_backend() == 'cpu'
+    return jax.jit(fn, compiler_options=CPU_INIT_OPTIONS if cpu else None)(key)
   return init
 
 
