@@ -9,7 +9,8 @@ checkpoints live under `<workdir>/checkpoints/fas`.
 programs (`refine.fas_inputs_device`: histogram filter, median, JAX SLIC,
 crop) or, with `config.refine.on_device=False`, on the host (scikit-image SLIC
 per image, as TASAD's code does). Training, inference, export and the
-benchmarks all go through it.
+benchmarks all go through it. `FineStage.image_score` is the one place the
+two-stage image score is chosen (`config.model.fine_score`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ import jax
 import numpy as np
 
 from tasad_jax import checkpointing, losses, methods, refine, sharding, stage
+from tasad_jax.errors import UserInputError
 from tasad_jax.methods import tasad_cas
 from tasad_jax.train_state import TrainState
+
+# config.model.fine_score: what the two-stage model's image score is.
+SCORE_SOURCES = ('combined', 'coarse')
 
 
 def refine_params(config, training: bool) -> refine.RefineParams:
@@ -85,6 +90,12 @@ class FineStage(stage.Stage):
     self.model = tasad_cas.segmenter(config)
     self.input = FineInput(self.coarse, refine_params(config, training=True),
                            bool(config.refine.on_device))
+    # Workdirs written before the field existed score the paper's way.
+    self.score_source = config.model.get('fine_score', 'combined')
+    if self.score_source not in SCORE_SOURCES:
+      raise UserInputError(
+          f'config.model.fine_score: {self.score_source!r} is not one of '
+          f'{", ".join(SCORE_SOURCES)}')
 
   def check_config(self) -> None:
     tasad_cas.check_segmenter_config(self.config)
@@ -130,6 +141,16 @@ class FineStage(stage.Stage):
   def apply(self, variables: dict, fas_input: jax.Array) -> jax.Array:
     """Eval-mode fine maps [N, S, S, 1] of FAS inputs, jit-able."""
     return self.model.apply(variables, fas_input, train=False)
+
+  def image_score(self, tasad_map: jax.Array, coarse_outputs: dict,
+                  coarse_score: jax.Array) -> jax.Array:
+    """The image score of the two-stage model, jit-able: the coarse method's
+    score of the coarse+FAS map (the paper), or with `fine_score='coarse'`
+    the coarse stage's own score, where FAS sharpens maps at the cost of
+    image-level ranking (it can fire on a normal image's edges)."""
+    if self.score_source == 'coarse':
+      return coarse_score
+    return self.coarse.image_score(tasad_map, coarse_outputs)
 
 
 def restore_inference_variables(trained: stage.Stage, workdir: str, mesh,

@@ -3,7 +3,8 @@
 The coarse stage is the method of `config.coarse.name` (TASAD's CAS by
 default). The anomaly map is coarse output + FAS output (raw); image scores
 use the coarse method's score (TASAD: the maximum of the map after a 21x21
-mean filter). With `on_device`, coarse -> FAS input (histogram filter, median,
+mean filter) of that map, or with `config.model.fine_score='coarse'` of the
+coarse map alone. With `on_device`, coarse -> FAS input (histogram filter, median,
 JAX SLIC, crop) -> FAS -> maps -> scores is one jitted, batch-sharded program;
 otherwise the FAS input is made on the host by the reference `tasad_jax.refine`.
 The output keys are 'cas_*' for the coarse stage and 'tasad_*' for coarse+FAS
@@ -36,9 +37,10 @@ def two_stage(fine_stage: fine.FineStage, fine_input: fine.FineInput,
   outputs, fas_input = fine_input.device(cas_variables, images)
   coarse = fine_input.coarse
   tasad = outputs['map'] + fine_stage.apply(fas_variables, fas_input)
-  return {'cas_map': outputs['map'],
-          'cas_score': coarse.image_score(outputs['map'], outputs),
-          'tasad_map': tasad, 'tasad_score': coarse.image_score(tasad, outputs),
+  cas_score = coarse.image_score(outputs['map'], outputs)
+  return {'cas_map': outputs['map'], 'cas_score': cas_score,
+          'tasad_map': tasad,
+          'tasad_score': fine_stage.image_score(tasad, outputs, cas_score),
           'fas_input': fas_input}
 
 
@@ -66,10 +68,10 @@ class TwoStage:
     self._coarse_outputs = stage.make_predict(self.coarse.outputs, mesh)
     self._score = jax.jit(self.coarse.image_score, out_shardings=batch)
 
-    def add_and_score(cas_map, fas_map, outputs):
+    def add_and_score(cas_map, fas_map, outputs, cas_score):
       tasad = cas_map + fas_map
       return {'tasad_map': tasad,
-              'tasad_score': self.coarse.image_score(tasad, outputs)}
+              'tasad_score': self.fine.image_score(tasad, outputs, cas_score)}
     self._add = jax.jit(add_and_score, out_shardings=batch)
 
   @classmethod
@@ -138,7 +140,8 @@ class TwoStage:
         fas_input = self.input.host(sharding.to_local(coarse['map']), images)
         fas_map = self._fine(self.fas, sharding.to_global(
             {'x': fas_input}, self.mesh)['x'])
-        out.update(self._add(coarse['map'], fas_map, coarse), fas_input=fas_input)
+        out.update(self._add(coarse['map'], fas_map, coarse, out['cas_score']),
+                   fas_input=fas_input)
       out = {k: sharding.to_local(v) if isinstance(v, jax.Array) else v
              for k, v in out.items()}
     return {k: (v[:n, ..., 0] if k.endswith('_map') else v[:n])

@@ -11,7 +11,8 @@ Image scores are taken on the whole stitched map with the coarse method's own
 `image_score` when it reads the map alone (TASAD, DeSTSeg, AnoSeg, CAVGA with
 `score='map'`); a method whose score needs more than the map (CAVGA's
 reconstruction error) gets the highest score of its tiles (in 'pad', its
-score of the padded square).
+score of the padded square). With `config.model.fine_score='coarse'` the
+two-stage score is taken on the stitched coarse map.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class ImageRunner:
       raise ValueError(f'ImageRunner is for pad and tile, not {geometry.mode!r}')
     self.tile_fn, self.score_fn = tile_fn, score_fn
     self.geometry, self.batch_size = geometry, int(batch_size)
+    # '<m>_score' -> the whole map it is taken from (see `of`).
+    self.score_maps: dict[str, str] = {}
 
   @classmethod
   def of(cls, runner: inference.TwoStage, geometry: tiling.Geometry,
@@ -56,8 +59,11 @@ class ImageRunner:
     if coarse.scores_from_map():
       score = jax.jit(lambda m: coarse.image_score(m, {}))
       score_fn = lambda m: float(score(m[None, :, :, None])[0])
-    return cls(lambda x: runner.run(x, batch_size), score_fn, geometry,
-               batch_size)
+    image_runner = cls(lambda x: runner.run(x, batch_size), score_fn, geometry,
+                       batch_size)
+    if runner.fine.score_source == 'coarse':  # config.model.fine_score
+      image_runner.score_maps['tasad_score'] = 'cas_map'
+    return image_runner
 
   def _tiles(self, images: Iterable[np.ndarray]):
     """(image index, plan, tile index, tile [S, S, 3] float32) in order."""
@@ -107,7 +113,7 @@ class ImageRunner:
     maps = stitcher.result()
     out: dict[str, np.ndarray | float] = dict(maps)
     for key, values in tile_scores.items():
-      whole = maps[key[:-len('_score')] + '_map']
+      whole = maps[self.score_maps.get(key, key[:-len('_score')] + '_map')]
       out[key] = (self.score_fn(whole) if self.score_fn is not None
                   else max(values))
     return out

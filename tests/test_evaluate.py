@@ -15,8 +15,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A tiny two-stage run on a written MVTec-layout tree."""
+def trained(tmp_path_factory, tiny_workdir):
+  """The session's tiny two-stage run (trained on the embedded data), to be
+  evaluated on a written MVTec-layout tree: what it was trained on does not
+  matter to how evaluation reads a tree and writes its outputs."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
   base = tmp_path_factory.mktemp('e2e')
   root = str(base / 'mvtec')
@@ -25,7 +27,7 @@ def trained(tmp_path_factory):
   config.data.root = root
   config.data.category = 'widget'
   workdir = str(base / 'run')
-  train.train_and_evaluate(config, workdir)
+  shutil.copytree(tiny_workdir, workdir)
   return config, workdir
 
 
@@ -153,6 +155,34 @@ def test_bad_evaluation_input_is_one_line(trained, tmp_path, case, expected):
       evaluate.evaluate(config, run, [config.data.category])
     assert expected in str(raised.value) and '\n' not in str(raised.value)
   assert not os.path.exists(os.path.join(run, 'eval'))
+
+
+def test_fine_score_coarse_keeps_the_coarse_image_score(trained, tmp_path):
+  """config.model.fine_score='coarse': the two-stage model scores images as
+  its coarse stage does, and its maps (so its pixel metrics) do not change."""
+  config, workdir = trained
+  run = str(tmp_path / 'run')
+  shutil.copytree(workdir, run, ignore=shutil.ignore_patterns('eval'))
+  combined = evaluate.evaluate(config, run, [config.data.category])
+  coarse = config.copy_and_resolve_references()
+  coarse.model.fine_score = 'coarse'
+  report = evaluate.evaluate(coarse, run, [config.data.category])
+  for key in ('image_auroc', 'image_ap'):
+    assert report['tasad'][key] == report['cas'][key] == combined['cas'][key]
+  for key in ('pixel_auroc', 'pixel_ap', 'aupro'):  # Another program: ulps.
+    assert report['tasad'][key] == pytest.approx(combined['tasad'][key],
+                                                 abs=1e-6), key
+  from tasad_jax import inference, sharding  # pylint: disable=g-import-not-at-top
+  images = np.random.default_rng(0).integers(
+      0, 256, (5, config.data.image_size, config.data.image_size, 3), np.uint8)
+  for on_device in (True, False):  # The jitted program and the host path.
+    coarse.refine.on_device = on_device
+    out = inference.TwoStage.from_workdir(coarse, run, sharding.make_mesh()
+                                          ).run(images, 5)
+    np.testing.assert_array_equal(out['tasad_score'], out['cas_score'])
+  coarse.model.fine_score = 'max'
+  with pytest.raises(UserInputError, match=r"config.model.fine_score: 'max'"):
+    evaluate.evaluate(coarse, run, [config.data.category])
 
 
 def test_host_and_device_fas_inputs_give_close_metrics(trained):

@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import (exported_stablehlo, run_script,
-                      train_steps, write_easy_tree)
+from conftest import exported_stablehlo, train_steps, write_easy_tree
 from configs import tiny
 from tasad_jax import evaluate, methods, models, predictor, sharding, train
 from tasad_jax.errors import UserInputError
@@ -98,9 +97,10 @@ def test_destseg_phases_lower_their_losses():
     np.testing.assert_array_equal(a, b)  # The teacher stays frozen.
 
 
-def test_destseg_with_fas_end_to_end(tmp_path):
-  """destseg + FAS: train, evaluate.py, predict and a StableHLO export; the
-  coarse maps beat a random map on the test split's holes."""
+def test_destseg_with_fas_end_to_end(tmp_path, capsys):
+  """destseg + FAS: train, evaluate, predict and a StableHLO export; the
+  coarse maps beat a random map on the test split's holes. (A method's
+  settings as evaluate.py flags: the AnoSeg and CAVGA end-to-end tests.)"""
   root = str(tmp_path / 'data')
   chance = write_easy_tree(root, 'plain')
   config = _destseg_config()
@@ -110,13 +110,10 @@ def test_destseg_with_fas_end_to_end(tmp_path):
   config.train.checkpoint_every, config.train.log_every = 80, 20
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
-  args = [f'--workdir={workdir}', f'--config.data.root={root}',
-          '--config.data.category=plain']
-  result = run_script('evaluate.py', *args, '--config.coarse.name=destseg',
-                      '--config.coarse.destseg.seg_channels=32',
-                      '--config.coarse.destseg.top_k=10')
-  assert result.returncode == 0, result.stderr
-  assert 'destseg+fas' in result.stdout and 'destseg ' in result.stdout
+  capsys.readouterr()
+  evaluate.evaluate(config, workdir, ['plain'])
+  table = capsys.readouterr().out
+  assert 'destseg+fas' in table and 'destseg ' in table
   with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
     report = json.load(f)
   assert report['coarse'] == 'destseg'

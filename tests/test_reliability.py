@@ -15,24 +15,21 @@ from conftest import lock_holder, start_script, wait_for
 from tasad_jax import preemption, sharding, train
 from tasad_jax.errors import TrainingFault, UserInputError
 
-OVERRIDES = ['--config.train.cas_steps=24', '--config.train.fas_steps=6',
-             '--config.train.checkpoint_every=4']
-
-
-def _configure(config):
-  config.train.cas_steps = 24
-  config.train.fas_steps = 6
-  config.train.checkpoint_every = 4
-  return config
 
 
 def _start(workdir, *extra):
-  return start_script('train.py', f'--workdir={workdir}', *OVERRIDES, *extra)
+  """train.py of the tiny config (6 + 4 steps, checkpoints every 3): its
+  programs are the session's tiny run's, compiled once."""
+  return start_script('train.py', f'--workdir={workdir}', *extra)
 
 
 def _saving(workdir):
-  folder = os.path.join(workdir, 'checkpoints', 'cas')
-  return os.path.isdir(folder) and any('tmp' in n for n in os.listdir(folder))
+  """Whether a checkpoint of either stage is being written now."""
+  for stage in ('cas', 'fas'):
+    folder = os.path.join(workdir, 'checkpoints', stage)
+    if os.path.isdir(folder) and any('tmp' in n for n in os.listdir(folder)):
+      return True
+  return False
 
 
 def _leaves(workdir, config, stage):
@@ -40,11 +37,11 @@ def _leaves(workdir, config, stage):
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
 
 
-def test_sigkill_at_random_moments_then_resume_is_exact(tiny_config, tmp_path):
-  config = _configure(tiny_config)
-  reference = str(tmp_path / 'reference')
-  train.train_and_evaluate(config, reference)
-
+def test_sigkill_at_random_moments_then_resume_is_exact(tiny_config, tmp_path,
+                                                       tiny_workdir):
+  """Killed twice, then run again: the parameters of the session's
+  uninterrupted tiny run, bit for bit."""
+  config, reference = tiny_config, tiny_workdir
   workdir = str(tmp_path / 'killed')
   rng = random.Random(0)
   # First kill in the middle of a checkpoint save, then at a random moment
@@ -72,20 +69,21 @@ def test_sigterm_saves_and_stops_cleanly(tmp_path):
   workdir = str(tmp_path / 'w')
   proc = _start(workdir)
   assert wait_for(lambda: os.path.isdir(
-      os.path.join(workdir, 'checkpoints', 'cas', '4')))
+      os.path.join(workdir, 'checkpoints', 'cas', '3')))
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 128 + 15, err
   assert 'Traceback' not in err
   line = [l for l in err.splitlines() if l.startswith('stopped:')]
   assert len(line) == 1 and 'run the same command to resume' in line[0]
-  step = int(line[0].split(' step ')[1].split()[0])
-  steps = os.listdir(os.path.join(workdir, 'checkpoints', 'cas'))
-  assert str(step) in steps and not any('tmp' in s for s in steps)
+  # The stage it was in (CAS, or FAS once CAS has ended) and its step.
+  stage, step = re.search(r'saved (\w+) step (\d+)', line[0]).groups()
+  steps = os.listdir(os.path.join(workdir, 'checkpoints', stage))
+  assert step in steps and not any('tmp' in s for s in steps)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_config, tmp_path):
-  config = _configure(tiny_config)
+  config = tiny_config
   config.train.learning_rate = 1e30  # Parameters overflow after a step or two.
   workdir = str(tmp_path / 'w')
   with pytest.raises(TrainingFault, match=r'cas: non-finite loss .* at step \d+'

@@ -218,6 +218,10 @@ def test_tile_and_pad_evaluate_on_a_tiny_tree(tile_workdir):
     for key in metrics.METRIC_KEYS:
       assert 0.0 <= report['tasad'][key] <= 1.0, (mode, key)
     assert os.path.isfile(os.path.join(workdir, 'eval', 'report.html'))
+  # Scored from the stitched coarse map: the coarse stage's image metrics.
+  config.model.fine_score = 'coarse'
+  report = evaluate.evaluate(config, workdir, ['widget'])
+  assert report['tasad']['image_auroc'] == report['cas']['image_auroc']
 
 
 def test_tile_and_pad_predict_and_export_give_the_live_maps(tile_workdir,
