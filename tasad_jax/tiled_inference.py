@@ -38,17 +38,20 @@ class ImageRunner:
       image by the highest score of its tiles.
     geometry: the resize mode ('pad' or 'tile') and its settings.
     batch_size: tiles per call of `tile_fn`.
+    score_maps: {'<m>_score': map key} where a score is taken from another
+      whole map than '<m>_map' (`config.model.fine_score='coarse'`).
   """
 
   def __init__(self, tile_fn: Callable[[np.ndarray], dict],
                score_fn: Callable[[np.ndarray], float] | None,
-               geometry: tiling.Geometry, batch_size: int):
+               geometry: tiling.Geometry, batch_size: int,
+               score_maps: dict[str, str] | None = None):
     if geometry.mode not in ('pad', 'tile'):
       raise ValueError(f'ImageRunner is for pad and tile, not {geometry.mode!r}')
     self.tile_fn, self.score_fn = tile_fn, score_fn
     self.geometry, self.batch_size = geometry, int(batch_size)
-    # '<m>_score' -> the whole map it is taken from (see `of`).
-    self.score_maps: dict[str, str] = {}
+    # '<m>_score' -> the whole map it is taken from, when not '<m>_map'.
+    self.score_maps = dict(score_maps or {})
 
   @classmethod
   def of(cls, runner: inference.TwoStage, geometry: tiling.Geometry,
@@ -59,11 +62,11 @@ class ImageRunner:
     if coarse.scores_from_map():
       score = jax.jit(lambda m: coarse.image_score(m, {}))
       score_fn = lambda m: float(score(m[None, :, :, None])[0])
-    image_runner = cls(lambda x: runner.run(x, batch_size), score_fn, geometry,
-                       batch_size)
-    if runner.fine.score_source == 'coarse':  # config.model.fine_score
-      image_runner.score_maps['tasad_score'] = 'cas_map'
-    return image_runner
+    # config.model.fine_score='coarse': the coarse map's score for both.
+    score_maps = ({'tasad_score': 'cas_map'}
+                  if runner.fine.score_source == 'coarse' else None)
+    return cls(lambda x: runner.run(x, batch_size), score_fn, geometry,
+               batch_size, score_maps)
 
   def _tiles(self, images: Iterable[np.ndarray]):
     """(image index, plan, tile index, tile [S, S, 3] float32) in order."""

@@ -16,7 +16,6 @@ from tasad_jax import preemption, sharding, train
 from tasad_jax.errors import TrainingFault, UserInputError
 
 
-
 def _start(workdir, *extra):
   """train.py of the tiny config (6 + 4 steps, checkpoints every 3): its
   programs are the session's tiny run's, compiled once."""
