@@ -123,6 +123,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.learning_rate = 1e-4  # Adam.
   config.train.lr_decay_at = (0.8, 0.9)  # Fractions of the steps where the lr drops.
   config.train.lr_decay_factor = 0.2  # Factor at each drop.
+  config.train.lr_schedule = 'step'  # 'step': lr_decay_* above (TASAD's); 'cosine': cosine decay to 0 (CAS, FAS, AnoSeg).
+  config.train.lr_warmup = 0.0  # Fraction of the steps with a linear warm-up from 0 (either schedule).
   config.train.checkpoint_every = 1000  # Steps between checkpoints (and at the end).
   config.train.max_checkpoints = 2  # Checkpoints kept per stage.
   config.train.log_every = 100  # Steps between scalar summaries.

@@ -24,7 +24,7 @@ import numpy as np
 
 from tasad_jax import (checkpointing, distributed, fileio, fine, labelled,
                        methods, preemption, scoring, sharding,
-                       stage as stage_lib, thresholds)
+                       stage as stage_lib, thresholds, train_state)
 from tasad_jax.checkpointing import checkpoint_dir
 from tasad_jax.errors import Preempted, TrainingFault, UserInputError
 
@@ -62,6 +62,13 @@ def check_config(config, workdir: str) -> None:
   except TypeError:
     raise UserInputError(f'config.model.dtype: unknown dtype '
                          f'{config.model.dtype!r}') from None
+  if config.train.get('lr_schedule', 'step') not in train_state.SCHEDULES:
+    raise UserInputError(f'config.train.lr_schedule: '
+                         f'{config.train.lr_schedule!r} must be one of '
+                         f'{train_state.SCHEDULES}')
+  if not 0.0 <= config.train.get('lr_warmup', 0.0) < 1.0:
+    raise UserInputError('config.train.lr_warmup: must be a fraction of the '
+                         'steps in [0, 1)')
   for name in config.stages:
     if build_stage(config, name).num_steps < 1:
       raise UserInputError(f'config.train.{name}_steps: must be >= 1')

@@ -129,6 +129,9 @@ def finish_step(state: TrainState, updated: TrainState,
   return new.replace(step=state.step + 1)
 
 
+SCHEDULES = ('step', 'cosine')
+
+
 def piecewise_schedule(learning_rate: float, steps: int,
                        decay_at: Iterable[float] = (),
                        decay_factor: float = 1.0) -> optax.Schedule:
@@ -138,3 +141,25 @@ def piecewise_schedule(learning_rate: float, steps: int,
     at = int(fraction * steps)
     boundaries[at] = boundaries.get(at, 1.0) * decay_factor
   return optax.piecewise_constant_schedule(learning_rate, boundaries)
+
+
+def lr_schedule(train_config, learning_rate: float, steps: int) -> optax.Schedule:
+  """The learning rate over `steps` that `train_config` (config.train) asks for.
+
+  `lr_schedule` 'step' (TASAD's): `learning_rate`, times `lr_decay_factor` at
+  each `lr_decay_at` fraction of the steps; 'cosine': a linear warm-up from 0
+  over the `lr_warmup` fraction of the steps, then a cosine decay to 0, the
+  common choice when the step budget is short. Configs written before these
+  fields existed get the step schedule without warm-up.
+  """
+  kind = train_config.get('lr_schedule', 'step')
+  warmup = int(float(train_config.get('lr_warmup', 0.0)) * steps)
+  if kind == 'cosine':
+    return optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup, max(steps, warmup + 1), 0.0)
+  decay = piecewise_schedule(learning_rate, steps, train_config.lr_decay_at,
+                             train_config.lr_decay_factor)
+  if not warmup:
+    return decay
+  return lambda step: jnp.where(step < warmup,
+                                learning_rate * step / warmup, decay(step))

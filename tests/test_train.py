@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tasad_jax import (checkpointing, evaluate, input_pipeline, methods,
-                       sharding, stage, train)
+                       sharding, stage, train, train_state)
 from tasad_jax.errors import UserInputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,6 +129,33 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
       outputs.append(f.read())
   assert outputs[0] == outputs[1]
   assert json.loads(outputs[0])['tasad']
+
+
+def test_learning_rate_schedules(tiny_config, tmp_path):
+  """'step' is TASAD's decay at fixed fractions; 'cosine' warms up linearly
+  and ends at 0; warm-up keeps the step schedule's drops where they were; the
+  CAS method trains on the configured one; bad values fail in one line."""
+  t = tiny_config.train
+  t.learning_rate, t.lr_decay_at, t.lr_decay_factor = 1e-3, (0.8, 0.9), 0.2
+  at = lambda schedule, steps: [float(schedule(s)) for s in steps]  # pylint: disable=unnecessary-lambda-assignment
+  steps = [0, 5, 10, 55, 79, 80, 90, 99, 100]
+  np.testing.assert_allclose(
+      at(train_state.lr_schedule(t, 1e-3, 100), steps),
+      [1e-3] * 5 + [2e-4, 4e-5, 4e-5, 4e-5], rtol=1e-5)
+  t.lr_warmup = 0.1
+  np.testing.assert_allclose(
+      at(train_state.lr_schedule(t, 1e-3, 100), steps),
+      [0, 5e-4] + [1e-3] * 3 + [2e-4, 4e-5, 4e-5, 4e-5], rtol=1e-5)
+  t.lr_schedule = 'cosine'
+  cosine = at(train_state.lr_schedule(t, 1e-3, 100), steps)
+  np.testing.assert_allclose(cosine[:4], [0, 5e-4, 1e-3, 5e-4], rtol=1e-5)
+  assert cosine[-1] == 0 and all(np.diff(cosine[2:]) <= 0)
+  assert at(methods.tasad_cas.schedule(tiny_config, 100), steps) == cosine
+  for field, value in (('lr_schedule', 'linear'), ('lr_warmup', 1.0)):
+    bad = tiny_config.copy_and_resolve_references()
+    bad.train[field] = value
+    with pytest.raises(UserInputError, match=f'config.train.{field}'):
+      train.check_config(bad, str(tmp_path))
 
 
 def test_fas_without_cas_checkpoint_is_a_clear_error(tiny_config, tmp_path):

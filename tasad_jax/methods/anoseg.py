@@ -45,8 +45,8 @@ from tasad_jax import models, scoring, sharding, stage
 from tasad_jax.errors import UserInputError
 from tasad_jax.methods import base, registry, tasad_cas
 from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, network_variables,
-                                   piecewise_schedule)
+                                   finish_step, lr_schedule,
+                                   network_variables)
 
 
 def coord_channels(n: int, h: int, w: int, dtype=jnp.float32) -> jax.Array:
@@ -183,8 +183,7 @@ class AnoSeg(base.CoarseMethod):
     s, t = self.settings, self.config.train
 
     def adam(lr):
-      return optax.adam(piecewise_schedule(lr, self.num_steps, t.lr_decay_at,
-                                           t.lr_decay_factor), b1=s.adam_b1)
+      return optax.adam(lr_schedule(t, lr, self.num_steps), b1=s.adam_b1)
     state = TrainState.create(
         networks=variables,
         optimizers=[Optimizer('disc', ('disc',), adam(s.disc_learning_rate)),

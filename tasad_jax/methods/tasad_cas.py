@@ -20,7 +20,7 @@ from tasad_jax import losses, models, sharding, stage
 from tasad_jax.errors import UserInputError
 from tasad_jax.methods import base, registry
 from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, piecewise_schedule)
+                                   finish_step, lr_schedule)
 
 NETWORK = 'segmenter'
 
@@ -42,10 +42,8 @@ def check_segmenter_config(config) -> None:
 
 
 def schedule(config, steps: int) -> optax.Schedule:
-  """Adam's lr of config.train, decayed at `lr_decay_at` fractions of `steps`."""
-  t = config.train
-  return piecewise_schedule(t.learning_rate, steps, t.lr_decay_at,
-                            t.lr_decay_factor)
+  """Adam's lr of config.train over `steps` (`train_state.lr_schedule`)."""
+  return lr_schedule(config.train, config.train.learning_rate, steps)
 
 
 def segmenter_state(config, key: jax.Array, steps: int, mesh) -> TrainState:
