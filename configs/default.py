@@ -80,6 +80,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.width = 128  # TASAD segmenter width w (CAS, FAS): 11,959,681 parameters.
   config.model.dtype = 'float32'  # Compute dtype ('bfloat16' on accelerators); params f32.
+  config.model.norm = 'batch'  # TASAD segmenter's normalisation: 'batch' (paper) or 'group' (per sample).
+  config.model.norm_groups = 8  # GroupNorm groups with norm='group' (the gcd with each layer's channels).
   config.model.fine_score = 'combined'  # Image score with FAS: 'combined' scores the coarse+FAS map (paper); 'coarse' keeps the coarse stage's score (the map stays coarse+FAS).
   config.model.score_window = 21  # Image score: max of the map after a window x window mean filter (paper 21 at 256²); 0: 21 scaled to data.image_size.
 

@@ -5,7 +5,10 @@ An encoder-decoder without skip connections, base width w (128 in the paper):
     encoder  [w, w] -> maxpool 2 -> [2w, 2w] -> maxpool 2 -> [4w, 4w]
     decoder  up 2 -> [4w] -> [4w, 2w] -> up 2 -> [2w] -> [2w, w] -> conv 1
 
-Each [..] entry is a 3x3 conv (with bias, padding 1) + BatchNorm + ReLU; up 2 is
+Each [..] entry is a 3x3 conv (with bias, padding 1) + BatchNorm + ReLU (or,
+with `norm='group'`, GroupNorm: not the paper's; per-sample statistics, so
+nothing depends on the batch size or the batch's mix of normal and
+pseudo-anomalous images, and training and inference normalise alike); up 2 is
 bilinear with align-corners semantics (PyTorch `align_corners=True`); the last
 conv has one output channel and no activation. 11,959,681 parameters at w=128.
 Initialisation follows the reference: conv kernels N(0, 0.02), conv biases
@@ -75,10 +78,16 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
                      jnp.maximum(x[:, 0::2, 1::2], x[:, 1::2, 1::2]))
 
 
+NORMS = ('batch', 'group')
+
+
 class ConvBNReLU(nn.Module):
-  """3x3 conv (bias) + BatchNorm + ReLU, with the reference initialisation."""
+  """3x3 conv (bias) + BatchNorm (or GroupNorm of `norm_groups` groups, at
+  most one per channel) + ReLU, with the reference initialisation."""
   features: int
   dtype: Dtype = jnp.float32
+  norm: str = 'batch'
+  norm_groups: int = 8
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -86,8 +95,14 @@ class ConvBNReLU(nn.Module):
     x = nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype,
                 kernel_init=nn.initializers.normal(0.02),
                 bias_init=_conv_bias_init(fan_in))(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, scale_init=_bn_scale_init)(x)
+    if self.norm == 'group':
+      x = nn.GroupNorm(num_groups=math.gcd(self.features, self.norm_groups),
+                       epsilon=1e-5, dtype=self.dtype,
+                       scale_init=_bn_scale_init)(x)
+    else:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       epsilon=1e-5, dtype=self.dtype,
+                       scale_init=_bn_scale_init)(x)
     return nn.relu(x)
 
 
@@ -99,16 +114,21 @@ class Segmenter(nn.Module):
     dtype: compute dtype; parameters are float32.
     out_channels: channels of the last conv (1 for TASAD; more for methods
       with extra heads, e.g. AnoSeg's reconstruction).
+    norm: 'batch' (the paper's) or 'group' (no 'batch_stats' collection).
+    norm_groups: GroupNorm's groups (the gcd with each layer's channels).
   """
   width: int = 128
   dtype: Dtype = jnp.float32
   out_channels: int = 1
+  norm: str = 'batch'
+  norm_groups: int = 8
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Maps images [N, H, W, C] (H, W divisible by 4) to [N, H, W, out_channels]."""
     w = self.width
-    block = functools.partial(ConvBNReLU, dtype=self.dtype)
+    block = functools.partial(ConvBNReLU, dtype=self.dtype, norm=self.norm,
+                              norm_groups=self.norm_groups)
     x = x.astype(self.dtype)
     for i, features in enumerate((w, w, 2 * w, 2 * w, 4 * w, 4 * w)):
       if i in (2, 4):

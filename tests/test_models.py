@@ -34,6 +34,24 @@ def test_forward_shapes(shape):
       jax.tree_util.tree_structure(variables['batch_stats'])
 
 
+def test_group_norm_normalises_each_sample_on_its_own():
+  """With norm='group' a sample's map does not depend on the rest of the
+  batch, in training as in inference, and there are no BatchNorm statistics;
+  with BatchNorm (the paper's) it does in training."""
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+  other = x.at[1].set(jax.random.uniform(jax.random.key(2), (16, 16, 3)))
+  for norm in models.NORMS:
+    model = models.Segmenter(width=4, norm=norm)
+    variables = model.init(jax.random.key(0), x, train=False)
+    assert ('batch_stats' in variables) == (norm == 'batch')
+    out = [model.apply(variables, batch, train=True, mutable=['batch_stats'])[0]
+           for batch in (x, other)]
+    same = np.allclose(out[0][0], out[1][0], atol=1e-6)
+    assert same == (norm == 'group'), norm
+    alone = model.apply(variables, x[:1], train=True, mutable=['batch_stats'])[0]
+    assert np.allclose(alone[0], out[0][0], atol=1e-5) == (norm == 'group')
+
+
 def test_bfloat16_compute_keeps_float32_parameters():
   model, variables = _init(4, (1, 32, 32, 3), jnp.bfloat16)
   dtypes = {p.dtype for p in jax.tree_util.tree_leaves(variables['params'])}

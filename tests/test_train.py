@@ -27,9 +27,12 @@ def _fixed_batch(config, stage='cas'):
   return {'augmented': batch['augmented'], 'mask': batch['mask']}
 
 
-@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
-def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
+@pytest.mark.parametrize('dtype,norm', [('float32', 'batch'),
+                                        ('bfloat16', 'batch'),
+                                        ('float32', 'group')])
+def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype, norm):
   tiny_config.model.dtype = dtype
+  tiny_config.model.norm = norm
   tiny_config.model.width = 8
   tiny_config.train.cas_steps = 30
   tiny_config.train.learning_rate = 1e-3
@@ -43,9 +46,13 @@ def test_training_on_a_batch_lowers_the_loss(tiny_config, dtype):
     for _ in range(30):
       state, m, _ = program_at(int(state.step))(state, batch, None)
       losses.append(float(m['loss']))
+    maps = method.anomaly_map(method.inference_variables(state),
+                              batch['augmented'])
   assert np.isfinite(losses).all()
   assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses
   assert int(state.step) == 30
+  assert bool(state.batch_stats) == (norm == 'batch')
+  assert maps.shape == batch['mask'].shape and np.isfinite(maps).all()
 
 
 @pytest.fixture(scope='module')
@@ -134,7 +141,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
 def test_learning_rate_schedules(tiny_config, tmp_path):
   """'step' is TASAD's decay at fixed fractions; 'cosine' warms up linearly
   and ends at 0; warm-up keeps the step schedule's drops where they were; the
-  CAS method trains on the configured one; bad values fail in one line."""
+  CAS method trains on the configured one; bad values (and a bad
+  config.model.norm) fail in one line."""
   t = tiny_config.train
   t.learning_rate, t.lr_decay_at, t.lr_decay_factor = 1e-3, (0.8, 0.9), 0.2
   at = lambda schedule, steps: [float(schedule(s)) for s in steps]  # pylint: disable=unnecessary-lambda-assignment
@@ -151,10 +159,12 @@ def test_learning_rate_schedules(tiny_config, tmp_path):
   np.testing.assert_allclose(cosine[:4], [0, 5e-4, 1e-3, 5e-4], rtol=1e-5)
   assert cosine[-1] == 0 and all(np.diff(cosine[2:]) <= 0)
   assert at(methods.tasad_cas.schedule(tiny_config, 100), steps) == cosine
-  for field, value in (('lr_schedule', 'linear'), ('lr_warmup', 1.0)):
+  for section, field, value in (('train', 'lr_schedule', 'linear'),
+                                ('train', 'lr_warmup', 1.0),
+                                ('model', 'norm', 'layer')):
     bad = tiny_config.copy_and_resolve_references()
-    bad.train[field] = value
-    with pytest.raises(UserInputError, match=f'config.train.{field}'):
+    bad[section][field] = value
+    with pytest.raises(UserInputError, match=f'config.{section}.{field}'):
       train.check_config(bad, str(tmp_path))
 
 

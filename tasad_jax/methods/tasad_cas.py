@@ -20,7 +20,7 @@ from tasad_jax import losses, models, sharding, stage
 from tasad_jax.errors import UserInputError
 from tasad_jax.methods import base, registry
 from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, lr_schedule)
+                                   finish_step, lr_schedule, network_variables)
 
 NETWORK = 'segmenter'
 
@@ -28,7 +28,9 @@ NETWORK = 'segmenter'
 def segmenter(config) -> models.Segmenter:
   """The TASAD segmenter of `config.model`."""
   return models.Segmenter(width=config.model.width,
-                          dtype=jnp.dtype(config.model.dtype))
+                          dtype=jnp.dtype(config.model.dtype),
+                          norm=config.model.get('norm', 'batch'),
+                          norm_groups=config.model.get('norm_groups', 8))
 
 
 def check_segmenter_config(config) -> None:
@@ -39,6 +41,11 @@ def check_segmenter_config(config) -> None:
                          'of 4 (two 2x poolings of the segmenter)')
   if config.model.width < 1:
     raise UserInputError('config.model.width: must be >= 1')
+  if config.model.get('norm', 'batch') not in models.NORMS:
+    raise UserInputError(f'config.model.norm: {config.model.norm!r} must be '
+                         f'one of {models.NORMS}')
+  if config.model.get('norm_groups', 8) < 1:
+    raise UserInputError('config.model.norm_groups: must be >= 1')
 
 
 def schedule(config, steps: int) -> optax.Schedule:
@@ -64,19 +71,21 @@ def segmenter_phase(model: models.Segmenter, loss_fn: Callable, input_key: str,
 
   def step(state: TrainState, batch, rng, context):
     del rng, context
-    stats = state.batch_stats[NETWORK]
+    stats = {k: v for k, v in state.network(NETWORK).items()  # BatchNorm's.
+             if k != 'params'}
 
     def compute_loss(params):
       prediction, updates = model.apply(
-          {'params': params, 'batch_stats': stats}, batch[input_key],
-          train=True, mutable=['batch_stats'])
+          {'params': params, **stats}, batch[input_key],
+          train=True, mutable=list(stats))
       loss, parts = loss_fn(prediction, batch['mask'])
-      return loss, (updates['batch_stats'], parts)
+      return loss, (updates.get('batch_stats'), parts)
 
     (loss, (new_stats, parts)), grads = jax.value_and_grad(
         compute_loss, has_aux=True)(state.params[NETWORK])
     finite = all_finite(loss, grads)
-    updated = state.apply_gradients('adam', {NETWORK: grads}, {NETWORK: new_stats})
+    updated = state.apply_gradients(
+        'adam', {NETWORK: grads}, {NETWORK: new_stats} if stats else None)
     return (finish_step(state, updated, finite),
             {'loss': loss, 'learning_rate': lr(state.step), **parts}, finite)
 
@@ -125,9 +134,8 @@ class TasadCas(base.CoarseMethod):
                             mesh)
 
   def anomaly_map(self, variables, images: jax.Array) -> jax.Array:
-    return self.model.apply({'params': variables['params'][NETWORK],
-                             'batch_stats': variables['batch_stats'][NETWORK]},
-                            images, train=False)
+    return self.model.apply(network_variables(variables, NETWORK), images,
+                            train=False)
 
   @classmethod
   def row_labels(cls) -> tuple[str, str]:
