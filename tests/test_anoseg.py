@@ -163,8 +163,8 @@ def test_anoseg_with_fas_end_to_end(tmp_path):
   config.anomaly.normal_probability = 0.3
   config.model.width = 8
   config.train.batch_size = 8
-  config.train.cas_steps, config.train.fas_steps = 40, 2
-  config.train.checkpoint_every = 40
+  config.train.cas_steps, config.train.fas_steps = 80, 2
+  config.train.checkpoint_every = 80
   config.train.log_every = 20
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
@@ -182,7 +182,8 @@ def test_anoseg_with_fas_end_to_end(tmp_path):
       root, 'tile/ground_truth/blob', f'{i:03d}_mask.png'))) > 0
                     for i in range(4)])
   random_ap = masks.sum() / (masks.size / 4 * 7)  # Positive share of 7 images.
-  # 1.9x here (0.050 vs 0.026, TensorFlow 2.21's pseudo-anomaly stream).
+  # 26x here (0.69 vs 0.027). At 40 steps the map had only begun to form:
+  # 1.9x on one CPU, 1.1x on another (float round-off differs by CPU).
   assert report['cas']['pixel_ap'] > 1.5 * random_ap, (report['cas'], random_ap)
   # IoU at the normal-data threshold: the same as computed here from the maps.
   model = predictor.load(workdir)
