@@ -20,8 +20,8 @@ def get_config():
   config.model.width = 16
   config.refine.test_seed_threshold = 10  # Seeds at 10/255 (paper 30): best of RESULTS.md.
   config.refine.on_device = False  # On 2 CPU cores scikit-image's SLIC is faster.
-  config.train.batch_size = 8
   config.distributed.local_device_count = 2  # One CPU device per core of 2: +33% images/s (RESULTS.md).
+  config.train.batch_size = 8
   config.train.cas_steps = 4000
   config.train.fas_steps = 1000
   config.train.checkpoint_every = 1000

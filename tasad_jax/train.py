@@ -62,11 +62,11 @@ def check_config(config, workdir: str) -> None:
   except TypeError:
     raise UserInputError(f'config.model.dtype: unknown dtype '
                          f'{config.model.dtype!r}') from None
-  if config.train.get('lr_schedule', 'step') not in train_state.SCHEDULES:
-    raise UserInputError(f'config.train.lr_schedule: '
-                         f'{config.train.lr_schedule!r} must be one of '
+  kind, warmup = train_state.schedule_fields(config.train)
+  if kind not in train_state.SCHEDULES:
+    raise UserInputError(f'config.train.lr_schedule: {kind!r} must be one of '
                          f'{train_state.SCHEDULES}')
-  if not 0.0 <= config.train.get('lr_warmup', 0.0) < 1.0:
+  if not 0.0 <= warmup < 1.0:
     raise UserInputError('config.train.lr_warmup: must be a fraction of the '
                          'steps in [0, 1)')
   for name in config.stages:

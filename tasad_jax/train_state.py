@@ -143,6 +143,13 @@ def piecewise_schedule(learning_rate: float, steps: int,
   return optax.piecewise_constant_schedule(learning_rate, boundaries)
 
 
+def schedule_fields(train_config) -> tuple[str, float]:
+  """(lr_schedule, lr_warmup) of config.train; configs written before the
+  fields existed: ('step', 0.0)."""
+  return (train_config.get('lr_schedule', 'step'),
+          float(train_config.get('lr_warmup', 0.0)))
+
+
 def lr_schedule(train_config, learning_rate: float, steps: int) -> optax.Schedule:
   """The learning rate over `steps` that `train_config` (config.train) asks for.
 
@@ -152,8 +159,8 @@ def lr_schedule(train_config, learning_rate: float, steps: int) -> optax.Schedul
   common choice when the step budget is short. Configs written before these
   fields existed get the step schedule without warm-up.
   """
-  kind = train_config.get('lr_schedule', 'step')
-  warmup = int(float(train_config.get('lr_warmup', 0.0)) * steps)
+  kind, warmup_fraction = schedule_fields(train_config)
+  warmup = int(warmup_fraction * steps)
   if kind == 'cosine':
     return optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, warmup, max(steps, warmup + 1), 0.0)

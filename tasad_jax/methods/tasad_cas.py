@@ -25,12 +25,19 @@ from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
 NETWORK = 'segmenter'
 
 
+def _norm(config) -> tuple[str, int]:
+  """(norm, norm_groups) of config.model; workdirs written before the fields
+  existed have the paper's BatchNorm."""
+  return (config.model.get('norm', 'batch'),
+          int(config.model.get('norm_groups', 8)))
+
+
 def segmenter(config) -> models.Segmenter:
   """The TASAD segmenter of `config.model`."""
+  norm, groups = _norm(config)
   return models.Segmenter(width=config.model.width,
-                          dtype=jnp.dtype(config.model.dtype),
-                          norm=config.model.get('norm', 'batch'),
-                          norm_groups=config.model.get('norm_groups', 8))
+                          dtype=jnp.dtype(config.model.dtype), norm=norm,
+                          norm_groups=groups)
 
 
 def check_segmenter_config(config) -> None:
@@ -41,10 +48,11 @@ def check_segmenter_config(config) -> None:
                          'of 4 (two 2x poolings of the segmenter)')
   if config.model.width < 1:
     raise UserInputError('config.model.width: must be >= 1')
-  if config.model.get('norm', 'batch') not in models.NORMS:
-    raise UserInputError(f'config.model.norm: {config.model.norm!r} must be '
-                         f'one of {models.NORMS}')
-  if config.model.get('norm_groups', 8) < 1:
+  norm, groups = _norm(config)
+  if norm not in models.NORMS:
+    raise UserInputError(f'config.model.norm: {norm!r} must be one of '
+                         f'{models.NORMS}')
+  if groups < 1:
     raise UserInputError('config.model.norm_groups: must be >= 1')
 
 
@@ -71,8 +79,9 @@ def segmenter_phase(model: models.Segmenter, loss_fn: Callable, input_key: str,
 
   def step(state: TrainState, batch, rng, context):
     del rng, context
-    stats = {k: v for k, v in state.network(NETWORK).items()  # BatchNorm's.
-             if k != 'params'}
+    # BatchNorm's statistics; none with GroupNorm (config.model.norm).
+    stats = ({'batch_stats': state.batch_stats[NETWORK]}
+             if NETWORK in state.batch_stats else {})
 
     def compute_loss(params):
       prediction, updates = model.apply(
