@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.labelled_rate = 0.1  # Share of train samples drawn from the labelled anomalies.
 
   config.anomaly = ml_collections.ConfigDict()
-  config.anomaly.source = 'tfds:dtd'  # 'builtin', 'tfds:<name>' or a folder (DTD or flat).
+  config.anomaly.source = 'tfds:dtd'  # 'builtin', 'tfds:<name>', a folder (DTD or flat), or several joined by ','.
   config.anomaly.tfds_data_dir = ''  # TFDS data_dir of tfds: sources ('' = default).
   config.anomaly.builtin_variants = 32  # Variants per bundled texture for 'builtin'.
   config.anomaly.max_sources = 0  # Use at most this many sources (0 = all).

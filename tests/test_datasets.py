@@ -125,6 +125,14 @@ def test_source_folder_dtd_layout_and_errors(tmp_path):
     sources.load_source_images(str(tmp_path / 'empty'), 16)
   with pytest.raises(UserInputError, match='not found'):
     sources.load_source_images(str(tmp_path / 'nowhere'), 16)
+  mixed = sources.load_source_images(f'builtin, {tmp_path / "dtd"}', 16,
+                                     builtin_variants=2)
+  np.testing.assert_array_equal(mixed[:6], sources.builtin_textures(16, 2, 0))
+  np.testing.assert_array_equal(mixed[6:], images)
+  with pytest.raises(UserInputError, match='empty source name'):
+    sources.load_source_images('builtin,', 16)
+  with pytest.raises(UserInputError, match='nowhere.*not found'):
+    sources.load_source_images(f'builtin,{tmp_path / "nowhere"}', 16)
 
 
 def test_builtin_sources_are_varied_and_deterministic():

@@ -133,12 +133,25 @@ def _tfds_images(name: str, image_size: int, data_dir: str | None) -> np.ndarray
 def load_source_images(source: str, image_size: int, *, seed: int = 0,
                        builtin_variants: int = 32,
                        tfds_data_dir: str | None = None) -> np.ndarray:
-  """Loads the anomaly sources named by `config.anomaly.source`, uint8 [N,S,S,3]."""
-  if source == 'builtin':
-    return builtin_textures(image_size, builtin_variants, seed)
-  if source.startswith('tfds:'):
-    return _tfds_images(source[len('tfds:'):], image_size, tfds_data_dir)
-  return _folder_images(os.path.expanduser(source), image_size)
+  """Loads the anomaly sources named by `config.anomaly.source`, uint8 [N,S,S,3].
+
+  Several sources joined by commas ('builtin,/data/dtd/images') are pooled in
+  the order given; each sample then draws uniformly from the pool, so the
+  number of images of each (e.g. `builtin_variants`) sets the mix.
+  """
+  names = [name.strip() for name in source.split(',')]
+  if not all(names):
+    raise UserInputError(f'{source!r}: empty source name in the comma-separated '
+                         'list (config.anomaly.source)')
+  parts = []
+  for name in names:
+    if name == 'builtin':
+      parts.append(builtin_textures(image_size, builtin_variants, seed))
+    elif name.startswith('tfds:'):
+      parts.append(_tfds_images(name[len('tfds:'):], image_size, tfds_data_dir))
+    else:
+      parts.append(_folder_images(os.path.expanduser(name), image_size))
+  return np.concatenate(parts)
 
 
 def _segment(image: np.ndarray, n_segments: tuple[int, ...], compactness: float,
