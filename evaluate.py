@@ -17,11 +17,11 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
-from tasad_jax import datasets
-from tasad_jax import distributed
-from tasad_jax import errors
-from tasad_jax import evaluate as evaluate_lib
-from tasad_jax.datasets import layouts
+from tasad_jax.data import categories
+from tasad_jax.runtime import distributed
+from tasad_jax.runtime import errors
+from tasad_jax.evaluation import evaluate as evaluate_lib
+from tasad_jax.data import layouts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
@@ -35,7 +35,7 @@ def main(argv):
   del argv  # Checked by cli_main.
   categories = layouts.expand_categories(
       FLAGS.config,
-      datasets.categories_from_argv(sys.argv, FLAGS.config.data.category))
+      categories.categories_from_argv(sys.argv, FLAGS.config.data.category))
   evaluate_lib.evaluate(FLAGS.config, FLAGS.workdir, categories)
 
 

@@ -16,10 +16,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from tasad_jax import errors
-from tasad_jax import exporting
-from tasad_jax import predictor
-from tasad_jax import tiling
+from tasad_jax.runtime import errors
+from tasad_jax.deploy import export as exporting
+from tasad_jax.inference import predictor
+from tasad_jax.core import tiling
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')

@@ -14,8 +14,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from tasad_jax import batch_predict
-from tasad_jax import errors
+from tasad_jax.inference import batch_predict
+from tasad_jax.runtime import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')

@@ -12,9 +12,9 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
-from tasad_jax import distributed
-from tasad_jax import errors
-from tasad_jax import train as train_lib
+from tasad_jax.runtime import distributed
+from tasad_jax.runtime import errors
+from tasad_jax.training import trainer as train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
@@ -30,7 +30,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv  # Checked by cli_main.
   if FLAGS.inspect_data:
-    from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
     input_pipeline.inspect_data(FLAGS.config, FLAGS.workdir)
     return
   train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -18,8 +18,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
-from tasad_jax import errors
-from tasad_jax import validation
+from tasad_jax.runtime import errors
+from tasad_jax.data import synthetic_validation as validation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('output', None, 'Root folder of the validation split '

@@ -42,7 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from tasad_jax import fine, inference, methods, sharding, stage
+from tasad_jax.fine import fas as fine
+from tasad_jax.inference import two_stage as inference
+from tasad_jax import methods
+from tasad_jax.core import sharding, stage
 
 
 def _median_s(fn, warmup: int, repeats: int) -> float:

@@ -21,7 +21,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from tasad_jax import fine, inference, sharding
+from tasad_jax.fine import fas as fine
+from tasad_jax.inference import two_stage as inference
+from tasad_jax.core import sharding
 
 SETTINGS = {'tiny': (32, 4), 'demo': (128, 16), 'paper': (256, 128)}
 

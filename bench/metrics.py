@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 from scipy import ndimage
 
-from tasad_jax import metrics  # pylint: disable=g-import-not-at-top
+from tasad_jax.core import metrics  # pylint: disable=g-import-not-at-top
 
 
 def main():

@@ -25,8 +25,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
-from tasad_jax import refine, superpixels  # pylint: disable=g-import-not-at-top
-from tasad_jax.datasets import mvtec
+from tasad_jax.fine import selection as refine, slic as superpixels  # pylint: disable=g-import-not-at-top
+from tasad_jax.data import mvtec
 
 
 def boundary_recall(labels, mask, tolerance=2):

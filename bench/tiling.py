@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 from scipy import ndimage
 
-from tasad_jax import tiled_inference, tiling  # pylint: disable=g-import-not-at-top
+from tasad_jax.inference import whole_image as tiled_inference  # pylint: disable=g-import-not-at-top
+from tasad_jax.core import tiling
 
 MB = 2 ** 20
 

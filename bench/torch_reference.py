@@ -16,7 +16,7 @@ def _block(cin, cout):
 
 
 class Segmenter(nn.Module):
-  """Encoder [w, w] pool [2w, 2w] pool [4w, 4w]; decoder as tasad_jax.models."""
+  """Encoder [w, w] pool [2w, 2w] pool [4w, 4w]; decoder as tasad_jax.models.segmenter."""
 
   def __init__(self, w):
     super().__init__()

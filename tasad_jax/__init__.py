@@ -13,5 +13,5 @@ __version__ = '0.1.0'
 
 def load(workdir: str, restore_step: int = 0):
   """The trained model of a workdir, ready to predict (see `predictor`)."""
-  from tasad_jax import predictor  # pylint: disable=g-import-not-at-top
+  from tasad_jax.inference import predictor  # pylint: disable=g-import-not-at-top
   return predictor.load(workdir, restore_step)

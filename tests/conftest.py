@@ -159,7 +159,7 @@ def tiny_workdir():
   """A workdir trained once per session with configs/tiny.py (both stages,
   thresholds)."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
-  from tasad_jax import train  # pylint: disable=g-import-not-at-top
+  from tasad_jax.training import trainer as train  # pylint: disable=g-import-not-at-top
   return shared_workdir(
       'tiny', lambda path: train.train_and_evaluate(tiny.get_config(), path))
 
@@ -169,7 +169,7 @@ def tiny_evaluated(tiny_workdir):
   """A copy of the tiny workdir with `evaluate.py`'s outputs (eval/), made
   once per session."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
-  from tasad_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from tasad_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
   def evaluate_copy(path):
     shutil.copytree(tiny_workdir, path)
@@ -221,7 +221,7 @@ def write_easy_tree(root, category='plain', size=32, seed=0):
 def exported_stablehlo(model, tmp_path):
   """`model` (a predictor) exported to StableHLO and loaded back."""
   import jax  # pylint: disable=g-import-not-at-top
-  from tasad_jax import exporting  # pylint: disable=g-import-not-at-top
+  from tasad_jax.deploy import export as exporting  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'model.stablehlo')
   exporting.export_stablehlo(model, path)
   with open(path, 'rb') as f:
@@ -235,7 +235,7 @@ def train_steps(method, state, batch, steps):
     (the state after them, the metrics of each step as floats).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from tasad_jax import sharding, stage  # pylint: disable=g-import-not-at-top
+  from tasad_jax.core import sharding, stage  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh()
   program_at = stage.compile_phases(method, state, mesh)
   batch = sharding.to_global(batch, mesh)
@@ -251,7 +251,7 @@ def train_steps(method, state, batch, steps):
 def lock_holder(workdir):
   """The pid written in `workdir`'s run lock ('' when there is none): a run
   writes it once it has imported everything and taken the workdir."""
-  from tasad_jax import preemption  # pylint: disable=g-import-not-at-top
+  from tasad_jax.runtime import preemption  # pylint: disable=g-import-not-at-top
   try:
     with open(os.path.join(workdir, preemption.LOCK_NAME)) as f:
       return f.read().strip()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tasad_jax import anomalies, input_pipeline
+from tasad_jax.data import (pseudo_anomalies as anomalies,
+                            pipeline as input_pipeline)
 
 P = anomalies.AnomalyParams()
 
@@ -138,7 +139,7 @@ def test_perlin_only_stream(tiny_config):
 
 
 def test_unknown_method_is_a_config_error(tiny_config):
-  from tasad_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  from tasad_jax.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
   tiny_config.anomaly.methods = ('saim', 'cutpaste')
   with pytest.raises(UserInputError, match='config.anomaly.methods'):
     input_pipeline.check_config(tiny_config)

@@ -11,9 +11,12 @@ import tensorflow as tf
 
 from conftest import exported_stablehlo, run_script, train_steps
 from configs import tiny
-from tasad_jax import (anomalies, methods, metrics, predictor, sharding,
-                       thresholds, train)
-from tasad_jax.errors import UserInputError
+from tasad_jax.data import pseudo_anomalies as anomalies
+from tasad_jax import methods
+from tasad_jax.core import metrics, sharding
+from tasad_jax.inference import predictor, thresholds
+from tasad_jax.training import trainer as train
+from tasad_jax.runtime.errors import UserInputError
 from tasad_jax.methods import anoseg
 
 P = anomalies.AnomalyParams(methods=('anoseg_hard',))

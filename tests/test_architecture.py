@@ -8,14 +8,14 @@ import sys
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'tasad_jax')
-GENERIC = ('tasad_jax.train_state', 'tasad_jax.stage', 'tasad_jax.sharding',
-           'tasad_jax.checkpointing', 'tasad_jax.losses', 'tasad_jax.models',
-           'tasad_jax.scoring', 'tasad_jax.refine', 'tasad_jax.superpixels',
-           'tasad_jax.metrics', 'tasad_jax.fileio', 'tasad_jax.errors',
-           'tasad_jax.tiling')
-ABOVE_METHODS = ('tasad_jax.fine', 'tasad_jax.train', 'tasad_jax.inference',
-                 'tasad_jax.evaluate', 'tasad_jax.predictor',
-                 'tasad_jax.exporting', 'tasad_jax.tiled_inference')
+GENERIC = ('tasad_jax.core.train_state', 'tasad_jax.core.stage', 'tasad_jax.core.sharding',
+           'tasad_jax.runtime.checkpointing', 'tasad_jax.core.losses', 'tasad_jax.models.segmenter',
+           'tasad_jax.core.scoring', 'tasad_jax.fine.selection', 'tasad_jax.fine.slic',
+           'tasad_jax.core.metrics', 'tasad_jax.runtime.fileio', 'tasad_jax.runtime.errors',
+           'tasad_jax.core.tiling')
+ABOVE_METHODS = ('tasad_jax.fine.fas', 'tasad_jax.training.trainer', 'tasad_jax.inference.two_stage',
+                 'tasad_jax.evaluation.evaluate', 'tasad_jax.inference.predictor',
+                 'tasad_jax.deploy.export', 'tasad_jax.inference.whole_image')
 
 
 def _modules() -> dict[str, str]:
@@ -86,9 +86,9 @@ def test_layers_import_one_way():
 def test_the_checker_finds_a_cycle(tmp_path, monkeypatch):
   """The graph is real: a planted cycle between two modules is found."""
   graph = import_graph()
-  graph['tasad_jax.losses'] = graph['tasad_jax.losses'] | {'tasad_jax.train'}
+  graph['tasad_jax.core.losses'] = graph['tasad_jax.core.losses'] | {'tasad_jax.training.trainer'}
   cycles = [m for m in graph if m in _reachable(graph, m)]
-  assert 'tasad_jax.losses' in cycles and 'tasad_jax.train' in cycles
+  assert 'tasad_jax.core.losses' in cycles and 'tasad_jax.training.trainer' in cycles
 
 
 def test_entry_points_import_tensorflow_only_when_used():

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tasad_jax.datasets import mvtec
-from tasad_jax.errors import UserInputError
+from tasad_jax.data import mvtec
+from tasad_jax.runtime.errors import UserInputError
 
 
 def _png(array, mode=None):

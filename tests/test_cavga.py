@@ -10,8 +10,12 @@ import numpy as np
 
 from conftest import exported_stablehlo, run_script
 from configs import tiny
-from tasad_jax import (checkpointing, evaluate, labelled, methods, predictor,
-                       sharding, stage, train_state)
+from tasad_jax.runtime import checkpointing
+from tasad_jax.evaluation import evaluate
+from tasad_jax.data import weak_labels as labelled
+from tasad_jax import methods
+from tasad_jax.inference import predictor
+from tasad_jax.core import sharding, stage, train_state
 from tasad_jax.methods import cavga
 
 SMALL = {'encoder_layers': 2, 'latent_channels': 8, 'decoder_channels': 16,

@@ -13,8 +13,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import run_script
-from tasad_jax import checkpointing, ckpt_integrity, train
-from tasad_jax.errors import CheckpointWriteError
+from tasad_jax.runtime import (checkpointing,
+                               checkpoint_integrity as ckpt_integrity)
+from tasad_jax.training import trainer as train
+from tasad_jax.runtime.errors import CheckpointWriteError
 
 
 def _largest_data_file(step_dir):

@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tasad_jax.datasets import imageio, mvtec, sources
-from tasad_jax.errors import UserInputError
+from tasad_jax.data import imageio, mvtec, sources
+from tasad_jax.runtime.errors import UserInputError
 
 
 def test_reader_lists_and_loads_the_tree(mvtec_tree):

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tasad_jax.datasets import embedded, mvtec
+from tasad_jax.data import embedded, mvtec
 
 
 def test_build_is_deterministic_and_in_mvtec_layout(tmp_path):

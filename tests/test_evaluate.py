@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_error_line, run_script, write_tree
-from tasad_jax import evaluate, metrics, scoring, train
-from tasad_jax.errors import UserInputError
+from tasad_jax.evaluation import evaluate
+from tasad_jax.core import metrics, scoring
+from tasad_jax.training import trainer as train
+from tasad_jax.runtime.errors import UserInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,7 +174,8 @@ def test_fine_score_coarse_keeps_the_coarse_image_score(trained, tmp_path):
   for key in ('pixel_auroc', 'pixel_ap', 'aupro'):  # Another program: ulps.
     assert report['tasad'][key] == pytest.approx(combined['tasad'][key],
                                                  abs=1e-6), key
-  from tasad_jax import inference, sharding  # pylint: disable=g-import-not-at-top
+  from tasad_jax.inference import two_stage as inference  # pylint: disable=g-import-not-at-top
+  from tasad_jax.core import sharding
   images = np.random.default_rng(0).integers(
       0, 256, (5, config.data.image_size, config.data.image_size, 3), np.uint8)
   for on_device in (True, False):  # The jitted program and the host path.
@@ -202,7 +205,8 @@ def test_host_and_device_fas_inputs_give_close_metrics(trained):
 def test_short_last_batch_reuses_the_compiled_program(trained):
   """Many images in batches: the remainder runs padded through the program
   of a full batch, and every row's outputs are those of one large batch."""
-  from tasad_jax import inference, sharding  # pylint: disable=g-import-not-at-top
+  from tasad_jax.inference import two_stage as inference  # pylint: disable=g-import-not-at-top
+  from tasad_jax.core import sharding
   config, workdir = trained
   runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
   images = np.random.default_rng(0).integers(

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tasad_jax import input_pipeline
-from tasad_jax.errors import UserInputError
+from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax.runtime.errors import UserInputError
 
 
 @pytest.fixture(scope='module')

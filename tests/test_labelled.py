@@ -9,8 +9,8 @@ import pytest
 
 from conftest import write_tree
 from configs import tiny
-from tasad_jax import input_pipeline, labelled
-from tasad_jax.errors import UserInputError
+from tasad_jax.data import pipeline as input_pipeline, weak_labels as labelled
+from tasad_jax.runtime.errors import UserInputError
 
 
 def _config(root, spec, rate=0.5):

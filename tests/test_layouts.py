@@ -10,9 +10,9 @@ from PIL import Image
 import pytest
 
 from conftest import assert_one_error_line, run_script
-from tasad_jax import input_pipeline, labelled
-from tasad_jax.datasets import folder, imageio, layouts, visa
-from tasad_jax.errors import UserInputError
+from tasad_jax.data import pipeline as input_pipeline, weak_labels as labelled
+from tasad_jax.data import folder, imageio, layouts, visa
+from tasad_jax.runtime.errors import UserInputError
 
 DEFECT = 'bad'
 

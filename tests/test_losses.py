@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasad_jax import losses
+from tasad_jax.core import losses
 
 
 def _mask():

@@ -10,8 +10,13 @@ import pytest
 
 from conftest import exported_stablehlo, train_steps, write_easy_tree
 from configs import tiny
-from tasad_jax import evaluate, methods, models, predictor, sharding, train
-from tasad_jax.errors import UserInputError
+from tasad_jax.evaluation import evaluate
+from tasad_jax import methods
+from tasad_jax.models import segmenter as models
+from tasad_jax.inference import predictor
+from tasad_jax.core import sharding
+from tasad_jax.training import trainer as train
+from tasad_jax.runtime.errors import UserInputError
 
 
 def _destseg_config(**destseg):

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn import metrics as skm
 
-from tasad_jax import metrics
+from tasad_jax.core import metrics
 
 
 def _ties(rng, n, levels=7):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasad_jax import models
+from tasad_jax.models import segmenter as models
 
 
 def _init(width, shape, dtype=jnp.float32):
@@ -98,8 +98,8 @@ def test_initialiser_compiled_for_one_run_gives_the_default_bits():
   blocks to the same bits as XLA's default -O2, in a fraction of its compile
   time (the whole segmenter takes ~20 s at -O2: two blocks of each kind here)."""
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  from tasad_jax import stage  # pylint: disable=g-import-not-at-top
-  from tasad_jax.methods import resnet  # pylint: disable=g-import-not-at-top
+  from tasad_jax.core import stage  # pylint: disable=g-import-not-at-top
+  from tasad_jax.models import resnet  # pylint: disable=g-import-not-at-top
 
   class Blocks(nn.Module):
     @nn.compact

@@ -20,7 +20,9 @@ import pytest
 
 from conftest import lock_holder, wait_for
 from configs import tiny
-from tasad_jax import preemption, sharding, train
+from tasad_jax.runtime import preemption
+from tasad_jax.core import sharding
+from tasad_jax.training import trainer as train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHED = re.compile(r'launched process (\d+) of \d+ \(pid (\d+)\)')

@@ -11,7 +11,9 @@ from sklearn import metrics as skm
 
 from conftest import run_script
 import tasad_jax
-from tasad_jax import exporting, metrics, thresholds
+from tasad_jax.deploy import export as exporting
+from tasad_jax.core import metrics
+from tasad_jax.inference import thresholds
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tasad_jax import refine
+from tasad_jax.fine import selection as refine
 
 TRAIN = refine.RefineParams(histogram_fraction=1.0, seed_threshold=0,
                             n_segments=30)

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import lock_holder, start_script, wait_for
-from tasad_jax import preemption, sharding, train
-from tasad_jax.errors import TrainingFault, UserInputError
+from tasad_jax.runtime import preemption
+from tasad_jax.core import sharding
+from tasad_jax.training import trainer as train
+from tasad_jax.runtime.errors import TrainingFault, UserInputError
 
 
 def _start(workdir, *extra):

@@ -13,7 +13,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tasad_jax import evaluate, metrics, report
+from tasad_jax.evaluation import evaluate
+from tasad_jax.core import metrics
+from tasad_jax.reporting import html_report as report
 
 
 class _Page(html.parser.HTMLParser):

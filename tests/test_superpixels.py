@@ -7,7 +7,7 @@ from scipy import ndimage
 from skimage import color, data, filters, transform
 from skimage.segmentation import find_boundaries, slic as sk_slic
 
-from tasad_jax import refine, superpixels
+from tasad_jax.fine import selection as refine, slic as superpixels
 
 
 def _textures(size=96):

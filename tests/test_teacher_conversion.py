@@ -4,9 +4,9 @@ import numpy as np
 import jax.numpy as jnp
 import pytest
 
-from tasad_jax import models
-from tasad_jax.errors import UserInputError
-from tasad_jax.methods import resnet
+from tasad_jax.models import segmenter as models
+from tasad_jax.runtime.errors import UserInputError
+from tasad_jax.models import resnet
 
 torch = pytest.importorskip('torch')
 

@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from conftest import write_tree
-from tasad_jax import input_pipeline
-from tasad_jax.datasets import tfds_mvtec  # noqa: F401 (registers mvtec_ad)
+from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax.data import tfds_mvtec  # noqa: F401 (registers mvtec_ad)
 
 
 def test_tfds_load_reads_the_manual_dir(tmp_path):
@@ -41,8 +41,8 @@ def test_tfds_loader_equals_folder_loader(tmp_path, tiny_config):
 
 def test_tfds_anomaly_source_and_its_errors(tmp_path):
   import pytest  # pylint: disable=g-import-not-at-top
-  from tasad_jax.datasets import sources  # pylint: disable=g-import-not-at-top
-  from tasad_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  from tasad_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from tasad_jax.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(num_examples=5):  # DTD's real features, fake pixels.
     images = sources.load_source_images('tfds:dtd', 16)
   assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8

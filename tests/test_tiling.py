@@ -13,8 +13,9 @@ import pytest
 from scipy import ndimage
 
 from conftest import REPO, run_script, write_tree
-from tasad_jax import metrics, tiled_inference, tiling
-from tasad_jax.errors import UserInputError
+from tasad_jax.core import metrics, tiling
+from tasad_jax.inference import whole_image as tiled_inference
+from tasad_jax.runtime.errors import UserInputError
 
 S = 32  # configs/tiny.py's image_size: the tile side.
 
@@ -127,8 +128,8 @@ def test_geometry_fields_are_checked():
 
 
 def test_library_modules_import_without_tensorflow():
-  code = ('import sys, tasad_jax.tiling, tasad_jax.tiled_inference, '
-          'tasad_jax.inference; print([m for m in ("tensorflow", '
+  code = ('import sys, tasad_jax.core.tiling, tasad_jax.inference.whole_image, '
+          'tasad_jax.inference.two_stage; print([m for m in ("tensorflow", '
           '"tensorflow_datasets", "clu", "ml_collections") if m in sys.modules])')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                        text=True, cwd=REPO, timeout=120, check=True)
@@ -151,7 +152,7 @@ def _config(tree, mode):
 
 
 def test_unsupported_combinations_are_refused(tree):
-  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   for field, value in (('loader', 'tfds'), ('labelled_anomalies', 'test:1')):
     config = _config(tree, 'tile')
     config.data[field] = value
@@ -160,7 +161,7 @@ def test_unsupported_combinations_are_refused(tree):
 
 
 def test_train_stream_crops_tiles_and_keeps_anomalies_off_padding(tree):
-  from tasad_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   for mode in ('tile', 'pad'):
     config = _config(tree, mode)
     config.anomaly.normal_probability = 0.0
@@ -197,7 +198,7 @@ def _contains(image, crop):
 def tile_workdir(tree, tmp_path_factory):
   """A tile-mode workdir of the tiny config (both stages, thresholds): its
   steps are the programs of every tiny run, compiled once per session."""
-  from tasad_jax import train  # pylint: disable=g-import-not-at-top
+  from tasad_jax.training import trainer as train  # pylint: disable=g-import-not-at-top
   config = _config(tree, 'tile')
   workdir = str(tmp_path_factory.mktemp('tile_run') / 'run')
   train.train_and_evaluate(config, workdir)
@@ -205,7 +206,7 @@ def tile_workdir(tree, tmp_path_factory):
 
 
 def test_tile_and_pad_evaluate_on_a_tiny_tree(tile_workdir):
-  from tasad_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from tasad_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   config, workdir = tile_workdir
   with open(os.path.join(workdir, 'thresholds.json')) as f:
     assert np.isfinite(json.load(f)['pixel'])
@@ -227,7 +228,8 @@ def test_tile_and_pad_evaluate_on_a_tiny_tree(tile_workdir):
 def test_tile_and_pad_predict_and_export_give_the_live_maps(tile_workdir,
                                                             tmp_path):
   import tasad_jax  # pylint: disable=g-import-not-at-top
-  from tasad_jax import batch_predict, exporting  # pylint: disable=g-import-not-at-top
+  from tasad_jax.inference import batch_predict  # pylint: disable=g-import-not-at-top
+  from tasad_jax.deploy import export as exporting
   _, trained = tile_workdir
   rng = np.random.default_rng(0)
   for mode, (h, w) in (('tile', (40, 52)), ('pad', (S, 20))):

@@ -18,7 +18,7 @@ import optax
 
 from tasad_jax import sharding, stage
 from tasad_jax.methods import base, registry
-from tasad_jax.train_state import Optimizer, TrainState, all_finite, finish_step
+from tasad_jax.core.train_state import Optimizer, TrainState, all_finite, finish_step
 
 
 class Net(nn.Module):

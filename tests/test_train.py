@@ -9,9 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from tasad_jax import (checkpointing, evaluate, input_pipeline, methods,
-                       sharding, stage, train, train_state)
-from tasad_jax.errors import UserInputError
+from tasad_jax.runtime import checkpointing
+from tasad_jax.evaluation import evaluate
+from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax import methods
+from tasad_jax.core import sharding, stage, train_state
+from tasad_jax.training import trainer as train
+from tasad_jax.runtime.errors import UserInputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

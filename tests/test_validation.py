@@ -9,9 +9,11 @@ import pytest
 
 from conftest import assert_one_error_line, run_script, write_tree
 from configs import tiny
-from tasad_jax import evaluate, thresholds, validation
-from tasad_jax.datasets import imageio, mvtec
-from tasad_jax.errors import UserInputError
+from tasad_jax.evaluation import evaluate
+from tasad_jax.inference import thresholds
+from tasad_jax.data import synthetic_validation as validation
+from tasad_jax.data import imageio, mvtec
+from tasad_jax.runtime.errors import UserInputError
 
 
 def _config(root, fraction=0.5):

@@ -6,7 +6,7 @@
     cavga      CAVGA (Venkataramanan et al., ECCV 2020): convolutional
                adversarial VAE, Grad-CAM attention expansion; weak=True: CAVGA-Rw
 
-TASAD's fine stage (`tasad_jax.fine`), evaluation, predict and export work on
+TASAD's fine stage (`tasad_jax.fine.fas`), evaluation, predict and export work on
 any of them. A method is one module that subclasses `base.CoarseMethod` and
 registers itself with `@registry.register`; `registry.BUNDLED` lists the
 package's own, `config.coarse.plugins` names others.

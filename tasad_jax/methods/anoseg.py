@@ -5,7 +5,7 @@ What the paper's abstract gives, and what we chose where it is silent (marked
 
 * Hard augmentation: synthetic anomalies with reference masks made from the
   normal image itself, the pseudo-anomaly kind `anoseg_hard`
-  (`tasad_jax.anomalies`): a copy rotated by 90/180/270 degrees, its quadrants
+  (`tasad_jax.data.pseudo_anomalies`): a copy rotated by 90/180/270 degrees, its quadrants
   permuted (probability 0.5, ours), strongly colour-jittered, pasted inside a
   random rectangle (ours: a rectangle, not a Perlin region), whose sides are
   10-50% of the image's (ours). The stream's kinds are config.anomaly's; the
@@ -41,12 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tasad_jax import models, scoring, sharding, stage
-from tasad_jax.errors import UserInputError
+from tasad_jax.models import segmenter as models
+from tasad_jax.core import scoring, sharding, stage
+from tasad_jax.runtime.errors import UserInputError
 from tasad_jax.methods import base, registry, tasad_cas
-from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, lr_schedule,
-                                   network_variables)
+from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
+                                        finish_step, lr_schedule,
+                                        network_variables)
 
 
 def coord_channels(n: int, h: int, w: int, dtype=jnp.float32) -> jax.Array:

@@ -29,7 +29,7 @@ from typing import Any
 
 import jax
 
-from tasad_jax import scoring, stage
+from tasad_jax.core import scoring, stage
 
 
 class CoarseMethod(stage.Stage):
@@ -74,7 +74,7 @@ class CoarseMethod(stage.Stage):
   def scores_from_map(self) -> bool:
     """Whether `image_score` reads the map alone (no other `outputs`): then
     a padded or tiled image is scored on its whole stitched map, otherwise by
-    the highest score of its tiles (`tasad_jax.tiled_inference`)."""
+    the highest score of its tiles (`tasad_jax.inference.whole_image`)."""
     return True
 
   @classmethod

@@ -4,7 +4,7 @@ Images", ECCV 2020) as a coarse stage: CAVGA-R and, with `weak=True`, CAVGA-Rw.
 Only the paper's abstract was at hand; what it leaves open is chosen here and
 configurable under `config.coarse.cavga` (marked "ours").
 
-* Encoder: a ResNet-18 trunk (`tasad_jax.methods.resnet`, layers 1 to
+* Encoder: a ResNet-18 trunk (`tasad_jax.models.resnet`, layers 1 to
   `encoder_layers`; random init or torchvision weights), trained. Its last
   feature map F keeps the spatial layout; mu and log sigma^2 are 1x1
   convolutions of F (`latent_channels` each), z = mu + sigma * eps with eps
@@ -50,11 +50,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tasad_jax import scoring, sharding, stage
-from tasad_jax.errors import UserInputError
-from tasad_jax.methods import base, registry, resnet
-from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, split_networks)
+from tasad_jax.core import scoring, sharding, stage
+from tasad_jax.runtime.errors import UserInputError
+from tasad_jax.methods import base, registry
+from tasad_jax.models import resnet
+from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
+                                        finish_step, split_networks)
 
 GENERATOR = ('encoder', 'latent', 'decoder')
 

@@ -30,11 +30,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tasad_jax import scoring, sharding, stage
-from tasad_jax.errors import UserInputError
-from tasad_jax.methods import base, registry, resnet
-from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, split_networks)
+from tasad_jax.core import scoring, sharding, stage
+from tasad_jax.runtime.errors import UserInputError
+from tasad_jax.methods import base, registry
+from tasad_jax.models import resnet
+from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
+                                        finish_step, split_networks)
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tasad_jax.errors import UserInputError
+from tasad_jax.runtime.errors import UserInputError
 
 REGISTRY: dict[str, type] = {}
 # The package's own methods, imported (and so registered) on first use.

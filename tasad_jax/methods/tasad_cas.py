@@ -3,7 +3,7 @@
 Trained with MSE + (1 - SSIM) against the pseudo-anomaly mask by Adam (lr x0.2
 at 80% and 90% of the steps); the map is the raw network output; the image
 score the maximum of the 21x21 mean-filtered map. The segmenter's state and
-step are shared with TASAD's fine stage (`tasad_jax.fine`).
+step are shared with TASAD's fine stage (`tasad_jax.fine.fas`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tasad_jax import losses, models, sharding, stage
-from tasad_jax.errors import UserInputError
+from tasad_jax.core import losses, sharding, stage
+from tasad_jax.models import segmenter as models
+from tasad_jax.runtime.errors import UserInputError
 from tasad_jax.methods import base, registry
-from tasad_jax.train_state import (Optimizer, TrainState, all_finite,
-                                   finish_step, lr_schedule, network_variables)
+from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
+                                        finish_step, lr_schedule,
+                                        network_variables)
 
 NETWORK = 'segmenter'
 

@@ -1,0 +1,1 @@
+"""Serialising the whole-image two-stage program for serving."""

@@ -1,0 +1,1 @@
+"""Evaluation on a test split: metrics table, metrics.json, heat maps, report."""

@@ -1,0 +1,164 @@
+"""TASAD's fine stage (FAS) on top of any coarse method.
+
+The fine stage is a second segmenter trained, with the coarse stage frozen, on
+the superpixel crop that the coarse map selects (`tasad_jax.fine.selection`): MSE
+against the pseudo-anomaly mask, Adam with the coarse stage's schedule. Its
+checkpoints live under `<workdir>/checkpoints/fas`.
+
+`FineInput` is the one place the fine stage's input is made: inside jitted
+programs (`refine.fas_inputs_device`: histogram filter, median, JAX SLIC,
+crop) or, with `config.refine.on_device=False`, on the host (scikit-image SLIC
+per image, as TASAD's code does). Training, inference, export and the
+benchmarks all go through it. `FineStage.image_score` is the one place the
+two-stage image score is chosen (`config.model.fine_score`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from tasad_jax.runtime import checkpointing
+from tasad_jax.core import losses, sharding, stage
+from tasad_jax import methods
+from tasad_jax.fine import selection as refine
+from tasad_jax.runtime.errors import UserInputError
+from tasad_jax.methods import tasad_cas
+from tasad_jax.core.train_state import TrainState
+
+# config.model.fine_score: what the two-stage model's image score is.
+SCORE_SOURCES = ('combined', 'coarse')
+
+
+def refine_params(config, training: bool) -> refine.RefineParams:
+  """The FAS-input thresholds of training or of test (config.refine)."""
+  r = config.refine
+  return refine.RefineParams(
+      histogram_fraction=r.train_histogram_fraction if training else r.test_histogram_fraction,
+      seed_threshold=r.train_seed_threshold if training else r.test_seed_threshold,
+      n_segments=r.n_segments, compactness=r.compactness, sigma=r.sigma)
+
+
+class FineInput:
+  """Coarse stage -> fine-stage input, on device or on the host."""
+
+  def __init__(self, coarse: methods.CoarseMethod, params: refine.RefineParams,
+               on_device: bool):
+    self.coarse, self.params, self.on_device = coarse, params, on_device
+
+  def device(self, coarse_variables: Any, images: jax.Array
+             ) -> tuple[dict[str, jax.Array], jax.Array]:
+    """(coarse outputs, FAS input) of images [N, S, S, 3], jit-able.
+
+    The coarse stage is frozen: no gradient flows into it.
+    """
+    outputs = jax.lax.stop_gradient(self.coarse.outputs(coarse_variables, images))
+    return outputs, refine.fas_inputs_device(outputs['map'], images,
+                                             self.params)[0]
+
+  def host(self, coarse_maps: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """FAS inputs [N, S, S, 3] of numpy coarse maps and images (scikit-image)."""
+    return refine.fas_inputs(coarse_maps, images, self.params)
+
+  @functools.cached_property
+  def _device_input(self):
+    return jax.jit(lambda v, x: self.device(v, x)[1])
+
+  def __call__(self, coarse_variables: Any, images: np.ndarray, mesh
+               ) -> np.ndarray:
+    """FAS inputs of this process's numpy images, the configured way."""
+    x = sharding.to_global({'x': images}, mesh)['x']
+    if self.on_device:
+      return sharding.to_local(self._device_input(coarse_variables, x))
+    maps = sharding.to_local(self._coarse_map(mesh)(coarse_variables, x))
+    return self.host(maps, images)
+
+  @functools.lru_cache(maxsize=4)
+  def _coarse_map(self, mesh):
+    return stage.make_predict(self.coarse.anomaly_map, mesh)
+
+
+class FineStage(stage.Stage):
+  """TASAD's FAS around a frozen coarse method (the context of every step)."""
+
+  name = 'fas'
+  seed_index = 1
+
+  def __init__(self, config, coarse: methods.CoarseMethod | None = None):
+    super().__init__(config)
+    self.coarse = coarse if coarse is not None else methods.get(config)
+    self.model = tasad_cas.segmenter(config)
+    self.input = FineInput(self.coarse, refine_params(config, training=True),
+                           bool(config.refine.on_device))
+    # Workdirs written before the field existed score the paper's way.
+    self.score_source = config.model.get('fine_score', 'combined')
+    if self.score_source not in SCORE_SOURCES:
+      raise UserInputError(
+          f'config.model.fine_score: {self.score_source!r} is not one of '
+          f'{", ".join(SCORE_SOURCES)}')
+
+  def check_config(self) -> None:
+    tasad_cas.check_segmenter_config(self.config)
+
+  def create_state(self, mesh) -> TrainState:
+    return tasad_cas.segmenter_state(self.config, self.init_key(),
+                                     self.num_steps, mesh)
+
+  def context(self, workdir: str, mesh) -> Any:
+    """The frozen coarse stage's inference variables from its checkpoint."""
+    return restore_inference_variables(self.coarse, workdir, mesh)
+
+  def batch_keys(self) -> tuple[str, ...]:
+    return ('augmented', 'mask') if self.input.on_device else ('fas_input', 'mask')
+
+  def prepare_batch(self, batch, context, mesh):
+    if self.input.on_device:
+      return batch
+    return dict(batch, fas_input=self.input(context, batch['augmented'], mesh))
+
+  def phases(self) -> list[stage.Phase]:
+    fit = tasad_cas.segmenter_phase(
+        self.model, losses.fas_loss, 'fas_input',
+        tasad_cas.schedule(self.config, self.num_steps))
+    if not self.input.on_device:
+      return [stage.Phase(0, fit)]
+
+    def step(state, batch, rng, context):
+      fas_input = self.input.device(context, batch['augmented'])[1]
+      return fit(state, dict(batch, fas_input=fas_input), rng, context)
+    return [stage.Phase(0, step)]
+
+  def summary_images(self, state, batch, context, mesh):
+    inputs = batch.get('fas_input')
+    if inputs is None:
+      inputs = self.input(context, batch['augmented'], mesh)
+    return tasad_cas.segmenter_images(self.model, state, inputs, batch['mask'],
+                                      mesh)
+
+  def inference_variables(self, state: TrainState) -> dict:
+    return state.network(tasad_cas.NETWORK)
+
+  def apply(self, variables: dict, fas_input: jax.Array) -> jax.Array:
+    """Eval-mode fine maps [N, S, S, 1] of FAS inputs, jit-able."""
+    return self.model.apply(variables, fas_input, train=False)
+
+  def image_score(self, tasad_map: jax.Array, coarse_outputs: dict,
+                  coarse_score: jax.Array) -> jax.Array:
+    """The image score of the two-stage model, jit-able: the coarse method's
+    score of the coarse+FAS map (the paper), or with `fine_score='coarse'`
+    the coarse stage's own score, where FAS sharpens maps at the cost of
+    image-level ranking (it can fire on a normal image's edges)."""
+    if self.score_source == 'coarse':
+      return coarse_score
+    return self.coarse.image_score(tasad_map, coarse_outputs)
+
+
+def restore_inference_variables(trained: stage.Stage, workdir: str, mesh,
+                                step: int | None = None) -> Any:
+  """A trained stage's inference variables from its checkpoint in `workdir`."""
+  state = checkpointing.restore(workdir, trained.name,
+                                trained.abstract_state(mesh), step)
+  return trained.inference_variables(state)

@@ -1,0 +1,137 @@
+"""The fine stage's input, made from the coarse map (host reference version).
+
+Steps (method doc, "Fine stage"), for a coarse output c and its image x:
+
+1. r = |c| * 255 as 8-bit, clipped to [0, 255] (the reference wraps around);
+2. histogram filter: keep intensities whose count <= p * (largest count), set
+   the others to 0 (p = 1 in training, 0.95 at test);
+3. 3x3 median filter (edges replicated); seeds = pixels > v (0 / 30);
+4. SLIC superpixels of x (250 segments, compactness 8, sigma 1); keep every
+   superpixel holding a seed;
+5. FAS input = x outside the kept superpixels set to 0, divided by
+   (max + 0.005) when its maximum exceeds 1.
+
+This runs per image with NumPy, SciPy and scikit-image, in threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+
+import numpy as np
+from scipy import ndimage
+from skimage.segmentation import slic
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineParams:
+  """Thresholds of the fine-stage input (config.refine)."""
+  histogram_fraction: float = 1.0  # p: 1 in training, 0.95 at test.
+  seed_threshold: int = 0  # v: 0 in training, 30 at test.
+  n_segments: int = 250
+  compactness: float = 8.0
+  sigma: float = 1.0
+
+
+def seeds(coarse: np.ndarray, params: RefineParams) -> np.ndarray:
+  """Steps 1-3: the boolean seed map [H, W] of a coarse map [H, W]."""
+  r = np.nan_to_num(np.abs(coarse) * 255.0, nan=0.0, posinf=255.0)
+  r = np.clip(r, 0, 255).astype(np.uint8)
+  counts = np.bincount(r.ravel(), minlength=256)
+  keep = counts <= params.histogram_fraction * counts.max()
+  r = np.where(keep[r], r, 0).astype(np.uint8)
+  r = ndimage.median_filter(r, size=3, mode='nearest')
+  return r > params.seed_threshold
+
+
+def superpixels(image: np.ndarray, params: RefineParams) -> np.ndarray:
+  """SLIC labels [H, W] (from 1) of an image [H, W, 3] in [0, 1]."""
+  return slic(image.astype(np.float64), n_segments=params.n_segments,
+              compactness=params.compactness, sigma=params.sigma,
+              start_label=1, channel_axis=-1)
+
+
+def keep_superpixels(seed_map: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Step 4: the boolean region of every superpixel that holds a seed."""
+  kept = np.zeros(labels.max() + 1, bool)
+  kept[labels[seed_map]] = True
+  return kept[labels]
+
+
+def crop(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+  """Step 5: zero outside `region`, rescale when the maximum exceeds 1."""
+  x = image * region[..., None]
+  top = x.max(initial=0.0)
+  return x / (top + 0.005) if top > 1.0 else x
+
+
+def fas_input(coarse: np.ndarray, image: np.ndarray,
+              params: RefineParams) -> tuple[np.ndarray, np.ndarray]:
+  """The FAS input [H, W, 3] and kept region [H, W] for one image."""
+  region = keep_superpixels(seeds(coarse, params), superpixels(image, params))
+  return crop(image, region).astype(np.float32), region
+
+
+def fas_inputs(coarse: np.ndarray, images: np.ndarray, params: RefineParams,
+               num_threads: int | None = None) -> np.ndarray:
+  """Batched `fas_input`: coarse [N, H, W, 1], images [N, H, W, 3] -> [N, H, W, 3]."""
+  with concurrent.futures.ThreadPoolExecutor(num_threads or os.cpu_count()) as ex:
+    out = list(ex.map(lambda i: fas_input(coarse[i, ..., 0], images[i], params)[0],
+                      range(len(images))))
+  return np.stack(out)
+
+
+# ---- The same steps as jitted JAX, batched, for accelerators ---------------
+
+
+def seeds_device(coarse, params: RefineParams):
+  """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W]."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tasad_jax.fine import slic as superpixels  # pylint: disable=g-import-not-at-top
+  r = jnp.clip(jnp.nan_to_num(jnp.abs(coarse) * 255.0, nan=0.0, posinf=255.0),
+               0, 255).astype(jnp.int32)
+  counts = jax.vmap(lambda v: jnp.zeros(256, jnp.int32).at[v.ravel()].add(1))(r)
+  limit = params.histogram_fraction * counts.max(axis=1, keepdims=True)
+  keep = counts <= limit
+  r = jnp.where(jnp.take_along_axis(keep, r.reshape(r.shape[0], -1), axis=1)
+                .reshape(r.shape), r, 0)
+  n, h, w = r.shape
+  padded = superpixels.pad_hw(r, 1, 'edge')
+  window = jnp.stack([padded[:, dy:dy + h, dx:dx + w]
+                      for dy in range(3) for dx in range(3)], axis=-1)
+  median = jnp.sort(window, axis=-1)[..., 4]
+  return median > params.seed_threshold
+
+
+def fas_inputs_device(coarse, images, params: RefineParams, labels=None):
+  """Steps 1-5 on device: coarse [N, H, W, 1], images [N, H, W, 3] in [0, 1].
+
+  Args:
+    coarse: the coarse stage's maps.
+    images: the images the maps were computed from.
+    params: thresholds and SLIC parameters.
+    labels: superpixels [N, H, W] (from 1); None computes them with
+      `tasad_jax.fine.slic.slic`.
+
+  Returns:
+    (FAS input [N, H, W, 3], kept region [N, H, W] bool).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tasad_jax.fine import slic as superpixels  # pylint: disable=g-import-not-at-top
+  seed_map = seeds_device(coarse[..., 0], params)
+  if labels is None:
+    labels = superpixels.slic(images, params.n_segments, params.compactness,
+                              params.sigma)
+  n = labels.shape[0]
+  flat = labels.reshape(n, -1)
+  size = int(np.prod(labels.shape[1:])) + 1  # Labels never exceed the pixels.
+  kept = jax.vmap(lambda l, s: jnp.zeros(size, bool).at[l].max(s))(
+      flat, seed_map.reshape(n, -1))
+  region = jnp.take_along_axis(kept, flat, axis=1).reshape(labels.shape)
+  x = images * region[..., None]
+  top = x.max(axis=(1, 2, 3), keepdims=True)
+  return jnp.where(top > 1.0, x / (top + 0.005), x), region

@@ -1,0 +1,120 @@
+"""Using a trained model: `tasad_jax.load(workdir).predict(images)`.
+
+The predictor restores the CAS and FAS checkpoints and the thresholds of a
+training workdir, takes images of any size (uint8 or float, HWC or NHWC, grey,
+RGB or RGBA), resizes them as training did (`config.data.resize`: squashed,
+padded or tiled, `tasad_jax.core.tiling`), runs the jitted two-stage program, and
+returns anomaly maps at each input's own size, image scores and decisions.
+No TensorFlow is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+
+from tasad_jax.inference import (two_stage as inference, thresholds,
+                                 whole_image as tiled_inference)
+from tasad_jax.core import sharding, tiling
+from tasad_jax.data import imageio
+from tasad_jax.runtime.errors import UserInputError
+
+
+def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    if np.issubdtype(image.dtype, np.floating) and image.max(initial=0) <= 1.0:
+      image = image * 255.0
+    image = np.clip(np.nan_to_num(image), 0, 255).round().astype(np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+    raise UserInputError(f'image of shape {image.shape}: expected HxW, HxWx1, '
+                         'HxWx3 or HxWx4')
+  if image.shape[-1] in (2, 4):
+    image = image[..., :-1]
+  return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image
+
+
+class Predictor:
+  """A trained TASAD model with its thresholds, ready for new images."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    self.geometry = tiling.Geometry.from_config(config)
+    self.geometry.check()
+    self.runner = inference.TwoStage.from_workdir(config, workdir,
+                                                  sharding.make_mesh())
+    self.method = self.runner.method
+    self.thresholds = thresholds.load(workdir) or {}
+
+  @property
+  def image_size(self) -> int:
+    return self.config.data.image_size
+
+  def preprocess(self, images) -> tuple[np.ndarray | list, list[tuple[int, int]]]:
+    """Images (a batch array or a list of arrays) -> the network's input
+    (float [N, S, S, 3] for 'squash'; uint8 images at their working
+    resolution for 'pad' and 'tile'), and the input sizes."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+      images = list(images)
+    elif isinstance(images, np.ndarray):
+      images = [images]
+    rgb = [_as_uint8_rgb(image) for image in images]
+    sizes = [x.shape[:2] for x in rgb]
+    if self.geometry.mode != 'squash':
+      return tiled_inference.to_working(rgb, self.geometry), sizes
+    batch = [imageio.resize_image(x, self.image_size) for x in rgb]
+    return np.stack(batch).astype(np.float32) / 255.0, sizes
+
+  def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> dict:
+    """Anomaly maps, scores and decisions of a batch of images.
+
+    Returns:
+      {'anomaly_maps': [N, H, W] float32 (a list when sizes differ), 'scores':
+       [N], 'decisions': bool [N] (score above the image threshold), 'masks':
+       like anomaly_maps, bool (above the pixel threshold)}. Decisions and masks
+       are None when the workdir has no thresholds.json.
+    """
+    x, sizes = self.preprocess(images)
+    out = tiled_inference.run_images(self.runner, self.geometry, x,
+                                     self.config.eval.batch_size,
+                                     [m.shape[:2] for m in x])
+    maps = [imageio.resize_map(m, h, w)
+            for m, (h, w) in zip(out[f'{self.method}_map'], sizes)]
+    scores = out[f'{self.method}_score'].astype(np.float32)
+    image_t, pixel_t = self.thresholds.get('image'), self.thresholds.get('pixel')
+    same = len(set(sizes)) == 1
+    pack = (lambda v: np.stack(v)) if same else (lambda v: v)
+    return {
+        'anomaly_maps': pack(maps),
+        'scores': scores,
+        'decisions': None if image_t is None else scores > image_t,
+        'masks': None if pixel_t is None else pack([m > pixel_t for m in maps]),
+    }
+
+
+def load(workdir: str, restore_step: int = 0) -> Predictor:
+  """The predictor of a training workdir (its config.json and checkpoints:
+  the latest, or step `restore_step` of each stage)."""
+  return Predictor(load_config(workdir, restore_step), workdir)
+
+
+def load_config(workdir: str, restore_step: int = 0
+                ) -> ml_collections.ConfigDict:
+  """A training workdir's config.json, set to restore `restore_step`."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise UserInputError(f'{workdir}: not a training workdir (no config.json)')
+  try:
+    with open(path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise UserInputError(f'{path}: unreadable config ({e})') from None
+  config.restore_step = int(restore_step)
+  return config

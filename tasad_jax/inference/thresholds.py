@@ -1,0 +1,91 @@
+"""Decision thresholds from normal images alone.
+
+Production lines rarely have labelled defects when a model is deployed, so the
+thresholds come from a held-out slice of the normal training images (never
+trained on): the image-score threshold is the (1 - target rate) quantile of
+their image scores, the pixel threshold the same quantile of their map values.
+With a 1% target, about 1 normal image in 100 is flagged. They are stored in
+`<workdir>/thresholds.json` (those of the final stage at the top level, and
+under 'per_method' those of the coarse stage alone and of coarse + FAS);
+evaluation reports the F1-optimal thresholds of the
+test set beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from tasad_jax.runtime import fileio
+from tasad_jax.core import metrics
+
+FILE = 'thresholds.json'
+
+
+def holdout_indices(n: int, fraction: float, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """(kept, held-out) sorted indices of n normal train images; at least one
+  of each when n >= 2 and fraction > 0. Depends on (n, fraction, seed) only."""
+  count = int(round(fraction * n))
+  if fraction > 0 and n >= 2:
+    count = min(max(count, 1), n - 1)
+  else:
+    count = 0
+  order = np.random.default_rng([seed, 17]).permutation(n)
+  return np.sort(order[count:]), np.sort(order[:count])
+
+
+def split_holdout(images: np.ndarray, fraction: float, seed: int):
+  """(train, held-out) parts of the normal images (`holdout_indices`)."""
+  keep, held = holdout_indices(len(images), fraction, seed)
+  return images[keep], images[held]
+
+
+def from_normal(image_scores: np.ndarray, maps: np.ndarray,
+                target_rate: float) -> dict:
+  """Thresholds that flag `target_rate` of the normal images and pixels."""
+  q = 1.0 - target_rate
+
+  def quantile(values):  # An array, or one map per image of any size.
+    values = metrics.pooled(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.quantile(values, q)) if values.size else float('nan')
+
+  return {'image': quantile(image_scores),
+          'pixel': quantile(maps),
+          'target_false_alarm_rate': float(target_rate),
+          'num_images': int(len(image_scores))}
+
+
+def per_method(outputs: dict, target_rate: float) -> dict:
+  """{'cas': ..., 'tasad'?: ...}: `from_normal` thresholds of each stage's
+  maps and scores in inference outputs ('<method>_map', '<method>_score')."""
+  return {m: from_normal(outputs[f'{m}_score'], outputs[f'{m}_map'], target_rate)
+          for m in ('cas', 'tasad') if f'{m}_map' in outputs}
+
+
+def pixel_threshold(trained: dict | None, method: str) -> float | None:
+  """The normal-data pixel threshold of output `method` ('cas' or 'tasad')
+  in a thresholds.json dict, or None when it holds none for that method."""
+  if not trained:
+    return None
+  if method in trained.get('per_method', {}):
+    return trained['per_method'][method].get('pixel')
+  if trained.get('method') == method:
+    return trained.get('pixel')
+  return None
+
+
+def save(workdir: str, values: dict) -> None:
+  fileio.write_json(os.path.join(workdir, FILE), values)
+
+
+def load(workdir: str) -> dict | None:
+  path = os.path.join(workdir, FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+

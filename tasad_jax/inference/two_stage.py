@@ -1,0 +1,150 @@
+"""Two-stage inference: coarse map, FAS input, FAS map, anomaly map, score.
+
+The coarse stage is the method of `config.coarse.name` (TASAD's CAS by
+default). The anomaly map is coarse output + FAS output (raw); image scores
+use the coarse method's score (TASAD: the maximum of the map after a 21x21
+mean filter) of that map, or with `config.model.fine_score='coarse'` of the
+coarse map alone. With `on_device`, coarse -> FAS input (histogram filter, median,
+JAX SLIC, crop) -> FAS -> maps -> scores is one jitted, batch-sharded program;
+otherwise the FAS input is made on the host by the reference `tasad_jax.fine.selection`.
+The output keys are 'cas_*' for the coarse stage and 'tasad_*' for coarse+FAS
+(the keys of metrics.json, whatever the coarse method).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from tasad_jax.runtime import checkpointing, distributed
+from tasad_jax.fine import fas as fine
+from tasad_jax import methods
+from tasad_jax.core import sharding, stage
+
+
+def coarse_only(coarse: methods.CoarseMethod, variables, images
+                ) -> dict[str, jax.Array]:
+  """The coarse stage's map and score of images [N, S, S, 3], jit-able."""
+  outputs = coarse.outputs(variables, images)
+  return {'cas_map': outputs['map'],
+          'cas_score': coarse.image_score(outputs['map'], outputs)}
+
+
+def two_stage(fine_stage: fine.FineStage, fine_input: fine.FineInput,
+              cas_variables, fas_variables, images) -> dict[str, jax.Array]:
+  """The whole two-stage program on device, for images [N, S, S, 3]."""
+  outputs, fas_input = fine_input.device(cas_variables, images)
+  coarse = fine_input.coarse
+  tasad = outputs['map'] + fine_stage.apply(fas_variables, fas_input)
+  cas_score = coarse.image_score(outputs['map'], outputs)
+  return {'cas_map': outputs['map'], 'cas_score': cas_score,
+          'tasad_map': tasad,
+          'tasad_score': fine_stage.image_score(tasad, outputs, cas_score),
+          'fas_input': fas_input}
+
+
+class TwoStage:
+  """Runs the coarse stage (and FAS when given) on batches of images."""
+
+  def __init__(self, fine_stage: fine.FineStage, cas_variables: Any,
+               fas_variables: Any | None, refine_params, mesh,
+               on_device: bool = True):
+    self.mesh = mesh
+    self.method = 'tasad' if fas_variables is not None else 'cas'
+    self.cas, self.fas = cas_variables, fas_variables
+    self.fine = fine_stage
+    self.coarse = fine_stage.coarse
+    self.input = fine.FineInput(self.coarse, refine_params,
+                                on_device and fas_variables is not None)
+    self.refine_params = refine_params
+    batch, rep = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+    self._coarse = jax.jit(functools.partial(coarse_only, self.coarse),
+                           in_shardings=(rep, batch), out_shardings=batch)
+    self._program = jax.jit(
+        functools.partial(two_stage, self.fine, self.input),
+        in_shardings=(rep, rep, batch), out_shardings=batch)
+    self._fine = stage.make_predict(self.fine.apply, mesh)
+    self._coarse_outputs = stage.make_predict(self.coarse.outputs, mesh)
+    self._score = jax.jit(self.coarse.image_score, out_shardings=batch)
+
+    def add_and_score(cas_map, fas_map, outputs, cas_score):
+      tasad = cas_map + fas_map
+      return {'tasad_map': tasad,
+              'tasad_score': self.fine.image_score(tasad, outputs, cas_score)}
+    self._add = jax.jit(add_and_score, out_shardings=batch)
+
+  @classmethod
+  def from_workdir(cls, config, workdir: str, mesh) -> 'TwoStage':
+    """The trained stages of a workdir (the latest checkpoints, or step
+    `config.restore_step` of each), with the test-time FAS thresholds."""
+    fine_stage = fine.FineStage(config)
+    step = config.get('restore_step', 0) or None
+    cas = fine.restore_inference_variables(fine_stage.coarse, workdir, mesh,
+                                           step)
+    fas = None
+    if checkpointing.has_checkpoint(workdir, fine_stage.name):
+      fas = fine.restore_inference_variables(fine_stage, workdir, mesh, step)
+    return cls(fine_stage, cas, fas, fine.refine_params(config, training=False),
+               mesh, on_device=config.refine.on_device)
+
+  def run(self, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Maps and scores of any number of images (uint8, or float in [0, 1]),
+    `batch_size` at a time; the FAS inputs are not kept. In a multi-process
+    job, each process runs its share of every batch and all get every row.
+
+    A short last batch is zero-padded to `batch_size` rows (rows are
+    independent at inference), so a run of many batches compiles one program,
+    not a second one for its remainder; fewer images than `batch_size` run
+    as they are (a single image is not computed `batch_size` times).
+    """
+    outputs: dict[str, list] = {}
+    for start in range(0, len(images), batch_size):
+      batch = images[start:start + batch_size]
+      n = len(batch)
+      if n < batch_size and start:
+        batch = np.concatenate([batch, np.zeros(
+            (batch_size - n,) + batch.shape[1:], batch.dtype)])
+      chunk = distributed.local_rows(batch)
+      if chunk.dtype == np.uint8:
+        chunk = chunk.astype(np.float32) / 255.0
+      for key, value in self(chunk).items():
+        if key != 'fas_input':
+          outputs.setdefault(key, []).append(
+              distributed.gather_rows(value, len(batch))[:n])
+    return {k: np.concatenate(v) for k, v in outputs.items()}
+
+  def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Maps and scores of images [N, H, W, 3] in [0, 1] (this process's rows).
+
+    Returns:
+      {'cas_map': [N, H, W], 'cas_score': [N]} and, with FAS,
+      {'tasad_map', 'tasad_score', 'fas_input': [N, H, W, 3]}.
+    """
+    n = len(images)
+    devices = self.mesh.devices.size // jax.process_count()
+    pad = (-n) % devices
+    if pad:
+      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:],
+                                                images.dtype)])
+    with jax.set_mesh(self.mesh):
+      x = sharding.to_global({'x': images}, self.mesh)['x']
+      if self.fas is not None and self.input.on_device:
+        out = self._program(self.cas, self.fas, x)
+      elif self.fas is None:
+        out = self._coarse(self.cas, x)
+      else:  # FAS input on the host, from the coarse maps.
+        coarse = self._coarse_outputs(self.cas, x)
+        out = {'cas_map': coarse['map'],
+               'cas_score': self._score(coarse['map'], coarse)}
+        fas_input = self.input.host(sharding.to_local(coarse['map']), images)
+        fas_map = self._fine(self.fas, sharding.to_global(
+            {'x': fas_input}, self.mesh)['x'])
+        out.update(self._add(coarse['map'], fas_map, coarse, out['cas_score']),
+                   fas_input=fas_input)
+      out = {k: sharding.to_local(v) if isinstance(v, jax.Array) else v
+             for k, v in out.items()}
+    return {k: (v[:n, ..., 0] if k.endswith('_map') else v[:n])
+            for k, v in out.items()}

@@ -1,0 +1,1 @@
+"""Presenting results: heat maps, plots and the self-contained HTML pages."""

@@ -1,0 +1,119 @@
+"""User-facing errors, and the command-line glue that reports them in one line.
+
+Anything a user gives us (a path, a file, a config value) is checked where it is
+used, and a problem raises `UserInputError` with a message that names the file or
+field and says what is wrong. The entry points print that message as a single
+`error: ...` line and exit with status 2, without a traceback. Flag and config
+parsing errors (an unknown field, a bad value, a missing config file) are
+reported the same way.
+"""
+
+import functools
+import logging as std_logging
+import sys
+from typing import Callable
+
+from absl import flags
+
+
+class Error(Exception):
+  """An error the command line reports as one line, without a traceback."""
+
+  exit_status = 2
+
+
+class UserInputError(Error):
+  """Bad input from the user: a path, a file, a config field or a value."""
+
+
+class TrainingFault(Error):
+  """Training cannot go on (a non-finite loss); the last checkpoint is kept."""
+
+  exit_status = 3
+
+
+class CheckpointWriteError(Error):
+  """A checkpoint could not be written (full or read-only disk, ...)."""
+
+  exit_status = 1
+
+
+class Preempted(Error):
+  """SIGTERM: the run saved a checkpoint and stopped; rerun to resume."""
+
+  exit_status = 128 + 15  # The shell's status for a SIGTERM'd command.
+
+
+EXIT_USER_ERROR = UserInputError.exit_status
+
+
+def _fail(message: str, status: int = EXIT_USER_ERROR, prefix='error') -> None:
+  sys.stderr.write(f'{prefix}: ' + ' '.join(str(message).split()) + '\n')
+  sys.stderr.flush()
+  sys.exit(status)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flags parser for `app.run` that reports bad flags in one line.
+
+  Also loads every config flag, so that a missing or broken config file is
+  reported here rather than on first use.
+  """
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except (AttributeError, KeyError) as e:  # An unknown config field.
+    key = str(e).strip('"\'')
+    where = [a for a in argv[1:] if key and key in a.split('=')[0]]
+    _fail(f'{where[0] if where else ""}: unknown config field {key!r}')
+  except (OSError, ValueError, TypeError) as e:
+    hint = ('; it is a section: set its fields (e.g. '
+            '--config.distributed.enabled=True)' if 'as a ConfigDict' in str(e)
+            else '')
+    _fail(str(e) + hint)
+  for name, flag in flags.FLAGS.__flags.items():  # pylint: disable=protected-access
+    if type(flag).__name__ == '_ConfigFlag':
+      try:
+        getattr(flags.FLAGS, name).keys()
+      except AttributeError:  # Not set (a required flag reports it).
+        pass
+      except (OSError, SyntaxError, ImportError) as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        _fail(f'--{name}={flag.config_filename if hasattr(flag, "config_filename") else ""}'
+              f': cannot load the config file ({lines[-1] if lines else e})')
+  return rest
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO records of orbax and XLA's backend probing from the log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = ('/orbax/' in record.pathname or 'xla_bridge' in record.pathname
+             or 'replica_slices' in record.pathname
+             or 'signaling_client' in record.pathname)
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
+def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  """Wraps an absl `main` for the entry points.
+
+  Refuses stray positional arguments, quiets library logs, and turns an
+  `Error` into one line and its exit status. (TensorFlow, imported only where
+  it is used, keeps off the accelerators by itself: `tasad_jax.runtime.tf_host`.)
+  """
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    if len(argv) > 1:
+      _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    for handler in std_logging.getLogger().handlers:
+      handler.addFilter(_QuietLibraries())
+    try:
+      return main(argv)
+    except Preempted as e:
+      _fail(str(e), e.exit_status, prefix='stopped')
+    except Error as e:
+      _fail(str(e), e.exit_status)
+
+  return wrapped

@@ -1,0 +1,2 @@
+"""The training loop, the same for every stage: checkpoints, resume, logs,
+thresholds."""
