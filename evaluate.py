@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tasad_jax.data import categories
-from tasad_jax.runtime import distributed
+from tasad_jax.runtime import launcher
 from tasad_jax.runtime import errors
 from tasad_jax.evaluation import evaluate as evaluate_lib
 from tasad_jax.data import layouts
@@ -33,12 +33,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 @errors.cli_main
 def main(argv):
   del argv  # Checked by cli_main.
-  categories = layouts.expand_categories(
+  named = layouts.expand_categories(
       FLAGS.config,
       categories.categories_from_argv(sys.argv, FLAGS.config.data.category))
-  evaluate_lib.evaluate(FLAGS.config, FLAGS.workdir, categories)
+  evaluate_lib.evaluate(FLAGS.config, FLAGS.workdir, named)
 
 
 if __name__ == '__main__':
-  app.run(distributed.launcher_main(main, lambda: FLAGS.config),
+  app.run(launcher.launcher_main(main, lambda: FLAGS.config),
           flags_parser=errors.parse_flags)

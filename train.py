@@ -12,7 +12,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
-from tasad_jax.runtime import distributed
+from tasad_jax.runtime import launcher
 from tasad_jax.runtime import errors
 from tasad_jax.training import trainer as train_lib
 
@@ -30,12 +30,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv  # Checked by cli_main.
   if FLAGS.inspect_data:
-    from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
-    input_pipeline.inspect_data(FLAGS.config, FLAGS.workdir)
+    from tasad_jax.data import inspect  # pylint: disable=g-import-not-at-top
+    inspect.inspect_data(FLAGS.config, FLAGS.workdir)
     return
   train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(distributed.launcher_main(main, lambda: FLAGS.config),
+  app.run(launcher.launcher_main(main, lambda: FLAGS.config),
           flags_parser=errors.parse_flags)

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from configs import demo  # pylint: disable=g-import-not-at-top
+from tasad_jax.data import splits
 from tasad_jax.data import pipeline as input_pipeline
 
 
@@ -32,7 +33,7 @@ def main():
   tf.config.set_visible_devices([], 'GPU')
   config = demo.get_config()
   config.data.image_size = args.size
-  train_images = input_pipeline.load_split(config, 'train')['image']
+  train_images = splits.load_split(config, 'train')['image']
   cas = input_pipeline.load_train_data(config, 'cas', train_images)
   fas = input_pipeline.load_train_data(config, 'fas', train_images, cas.sources)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()

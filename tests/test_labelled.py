@@ -9,6 +9,7 @@ import pytest
 
 from conftest import write_tree
 from configs import tiny
+from tasad_jax.data import splits
 from tasad_jax.data import pipeline as input_pipeline, weak_labels as labelled
 from tasad_jax.runtime.errors import UserInputError
 
@@ -37,7 +38,7 @@ def test_labelled_test_images_never_reach_the_evaluated_set(tmp_path):
     files = json.load(f)['files']
   assert len(files) == 4 and sorted(used['defect_type']) == ['crack'] * 2 + ['hole'] * 2
   assert used['label'].all() and used['image'].shape == (4, 32, 32, 3)
-  split = input_pipeline.load_split(config, 'test')
+  split = splits.load_split(config, 'test')
   real = lambda paths: {os.path.realpath(p) for p in paths}  # pylint: disable=unnecessary-lambda-assignment
   assert set(files) <= real(split['path'])
   # Whether evaluation reads the workdir's record, the config, or both.
@@ -65,7 +66,7 @@ def test_labelled_folder_and_bad_fields(tmp_path):
   folder = os.path.join(extra, 'more')
   loaded = labelled.load(_config(root, folder))
   assert sorted(loaded['defect_type']) == ['crack', 'crack', 'hole']
-  split = input_pipeline.load_split(_config(root, folder), 'test')
+  split = splits.load_split(_config(root, folder), 'test')
   assert labelled.exclude(_config(root, folder), str(tmp_path), split)[1] == 0
   with pytest.raises(UserInputError, match='config.data.labelled_anomalies'):
     labelled.load(_config(root, 'test:two'))

@@ -10,6 +10,7 @@ from PIL import Image
 import pytest
 
 from conftest import assert_one_error_line, run_script
+from tasad_jax.data import splits
 from tasad_jax.data import pipeline as input_pipeline, weak_labels as labelled
 from tasad_jax.data import folder, imageio, layouts, visa
 from tasad_jax.runtime.errors import UserInputError
@@ -99,7 +100,7 @@ def _config(tiny_config, **data):
 
 
 def _splits(config):
-  return {s: input_pipeline.load_split(config, s) for s in ('train', 'test')}
+  return {s: splits.load_split(config, s) for s in ('train', 'test')}
 
 
 def _assert_same(got, want, defect_type=None):
@@ -131,7 +132,7 @@ def test_visa_reads_the_same_samples_as_mvtec(tmp_path, trees):
   visa_config.data.layout = 'visa'
   visa_config.data.root = root
   _assert_same(_splits(visa_config), want, defect_type=visa.ANOMALY)
-  category = input_pipeline.scan(visa_config)
+  category = layouts.scan(visa_config)
   assert category.defect_types == ('anomaly',)
   assert layouts.expand_categories(visa_config, ['all']) == ['other', 'widget']
 
@@ -162,7 +163,7 @@ def test_folder_without_masks_or_test_dir(tmp_path, tiny_config):
   config = _config(tiny_config, layout='folder', test_fraction=0.5,
                    normal_dir=os.path.join(base, 'train', 'good'),
                    abnormal_dir=os.path.join(base, 'test', DEFECT))
-  category = input_pipeline.scan(config)
+  category = layouts.scan(config)
   assert len(category.train) == 2
   assert [s.label for s in category.test] == [1, 1, 1, 0, 0]
   assert all(s.mask_path is None for s in category.test)

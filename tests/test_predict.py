@@ -13,6 +13,7 @@ from conftest import run_script
 import tasad_jax
 from tasad_jax.deploy import export as exporting
 from tasad_jax.core import metrics
+from tasad_jax.data import holdout
 from tasad_jax.inference import thresholds
 
 
@@ -23,10 +24,10 @@ def workdir(tiny_workdir):
 
 def test_holdout_is_disjoint_and_thresholds_are_written(workdir):
   images = np.arange(50)[:, None]
-  kept, held = thresholds.split_holdout(images, 0.1, seed=0)
+  kept, held = holdout.split_holdout(images, 0.1, seed=0)
   assert len(held) == 5 and len(kept) == 45
   assert not set(kept.ravel()) & set(held.ravel())
-  assert len(thresholds.split_holdout(images[:1], 0.1, 0)[1]) == 0
+  assert len(holdout.split_holdout(images[:1], 0.1, 0)[1]) == 0
   values = thresholds.load(workdir)
   assert values['method'] == 'tasad' and values['target_false_alarm_rate'] == 0.01
   assert values['num_images'] == 20  # 10% of the 200 embedded train images.

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from conftest import write_tree
-from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax.data import splits
 from tasad_jax.data import tfds_mvtec  # noqa: F401 (registers mvtec_ad)
 
 
@@ -30,11 +30,11 @@ def test_tfds_loader_equals_folder_loader(tmp_path, tiny_config):
   config = tiny_config
   config.data.root = root
   config.data.category = 'my_part'
-  folder = {s: input_pipeline.load_split(config, s) for s in ('train', 'test')}
+  folder = {s: splits.load_split(config, s) for s in ('train', 'test')}
   config.data.loader = 'tfds'
   config.data.tfds_data_dir = str(tmp_path / 'tfds')
   for split in ('train', 'test'):
-    from_tfds = input_pipeline.load_split(config, split)
+    from_tfds = splits.load_split(config, split)
     for key, value in folder[split].items():
       np.testing.assert_array_equal(from_tfds[key], value, err_msg=key)
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_one_error_line, run_script, write_tree
 from configs import tiny
 from tasad_jax.evaluation import evaluate
-from tasad_jax.inference import thresholds
+from tasad_jax.data import holdout
 from tasad_jax.data import synthetic_validation as validation
 from tasad_jax.data import imageio, mvtec
 from tasad_jax.runtime.errors import UserInputError
@@ -42,9 +42,9 @@ def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
 
   # The held-out images are the ones training keeps for its thresholds.
   train = mvtec.scan_category(root, 'widget').train
-  _, held = thresholds.split_holdout(np.arange(len(train)), 0.5, config.seed)
+  _, held = holdout.split_holdout(np.arange(len(train)), 0.5, config.seed)
   np.testing.assert_array_equal(
-      held, thresholds.holdout_indices(len(train), 0.5, config.seed)[1])
+      held, holdout.holdout_indices(len(train), 0.5, config.seed)[1])
   assert counts['good'] == len(held) == 2
   assert sum(counts[k] for k in validation.KINDS) == len(held)
   split = mvtec.scan_category(out, 'widget')

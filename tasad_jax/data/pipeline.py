@@ -1,4 +1,4 @@
-"""tf.data input pipelines: the pseudo-anomaly train stream and the test split.
+"""The tf.data train stream: normal images and pseudo-anomalies, per stage.
 
 Images and anomaly sources are decoded once into host memory; every training
 sample is then a pure function of (seed, stage, global example index): the
@@ -19,20 +19,17 @@ dropped and the label follows the mask that is left).
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-from typing import Any
 
 import numpy as np
 
+from tasad_jax.core import names
 from tasad_jax.data import pseudo_anomalies as anomalies
 from tasad_jax.core import tiling
 from tasad_jax.runtime.tf_host import tf
-from tasad_jax.data import (layouts, mvtec, sources,
-                            working_resolution as working)
+from tasad_jax.data import layouts, sources
+from tasad_jax.data import splits
 from tasad_jax.runtime.errors import UserInputError
 
-STAGES = ('cas', 'fas')
 
 
 def anomaly_params(config) -> anomalies.AnomalyParams:
@@ -93,27 +90,6 @@ def check_config(config) -> None:
   if geometry.mode != 'squash' and config.data.get('labelled_anomalies', ''):
     raise UserInputError('config.data.labelled_anomalies: not supported with '
                          f"resize={geometry.mode!r} yet; use resize='squash'")
-
-
-def scan(config) -> mvtec.Category:
-  """Lists the category's files in `config.data.layout` (`datasets.layouts`)."""
-  return layouts.scan(config)
-
-
-def load_split(config, split: str) -> dict[str, np.ndarray]:
-  """Loads 'train' or 'test' of the configured category into host memory."""
-  check_config(config)
-  if config.data.loader == 'tfds':
-    from tasad_jax.data import tfds_mvtec  # pylint: disable=g-import-not-at-top
-    return tfds_mvtec.load_split(config, split)
-  category = scan(config)
-  samples = category.train if split == 'train' else category.test
-  geometry = tiling.Geometry.from_config(config)
-  if geometry.mode != 'squash':  # Images of their own sizes, object arrays.
-    return working.load_samples(samples, geometry,
-                                config.data.load_threads or None)
-  return mvtec.load_samples(samples, config.data.image_size,
-                            config.data.load_threads or None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,10 +157,10 @@ def load_train_data(config, stage: str, train_images: np.ndarray | None = None,
   images. `cas_pool` is the configured sources (`TrainData.sources`).
   `train_images` are a loaded train split's images (`load_split`).
   """
-  if stage not in STAGES:
-    raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
+  if stage not in names.STAGES:
+    raise ValueError(f'stage must be one of {names.STAGES}, got {stage!r}')
   if train_images is None:
-    train_images = load_split(config, 'train')['image']
+    train_images = splits.load_split(config, 'train')['image']
   train_images, boxes = prepare_train_images(config, train_images)
   squares = _square_images(config, train_images)
   source_pool = cas_pool if cas_pool is not None else load_sources(config)
@@ -244,7 +220,7 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   src_images = tf.constant(data.pool.images)
   src_segments = tf.constant(data.pool.segments.astype(np.int32))
   src_counts = tf.constant(data.pool.num_segments.astype(np.int32))
-  base_seed = tf.constant([config.seed, STAGES.index(stage)], tf.int64)
+  base_seed = tf.constant([config.seed, names.STAGES.index(stage)], tf.int64)
   real = _real_defects(data.labelled, config)
 
   def example(i):
@@ -357,71 +333,3 @@ def _real_defects(labelled: dict | None, config):
               'label': tf.constant(1, tf.int32), 'real': tf.constant(1, tf.int32)}
     return tf.cond(use, lambda: defect, lambda: sample)
   return replace
-
-
-def batch_summary(batch: dict[str, Any]) -> str:
-  """A few lines describing a train batch: shapes, ranges, anomaly statistics."""
-  lines = []
-  for key in ('image', 'augmented', 'mask', 'label', 'real'):
-    v = np.asarray(batch[key])
-    lines.append(f'  {key:10s} {str(v.dtype):8s} {str(v.shape):20s} '
-                 f'min {v.min():.3f}  max {v.max():.3f}  mean {v.mean():.3f}')
-  labels = np.asarray(batch['label'])
-  area = np.asarray(batch['mask']).mean(axis=(1, 2, 3))
-  lines.append(f'  anomalous {labels.sum()}/{len(labels)}; mask area of '
-               f'anomalous samples {100 * area[labels > 0].mean() if labels.any() else 0:.1f}%')
-  return '\n'.join(lines)
-
-
-def preview(batch: dict[str, Any], path: str, rows: int = 8) -> None:
-  """Writes a PNG with rows of (image, augmented, mask) for a visual check."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  n = min(rows, len(batch['image']))
-  tiles = []
-  for i in range(n):
-    mask = np.repeat(np.asarray(batch['mask'][i]), 3, axis=-1)
-    tiles.append(np.concatenate(
-        [batch['image'][i], batch['augmented'][i], mask], axis=1))
-  grid = (np.concatenate(tiles, axis=0) * 255).round().astype(np.uint8)
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  Image.fromarray(grid).save(path)
-  logging.info('Wrote %s', path)
-
-
-def inspect_data(config, workdir: str | None, num_batches: int = 20) -> None:
-  """Builds both stages' streams, prints what they hold and a batch summary.
-
-  A quick check of a new dataset before training: counts per split and defect
-  type, sources per stage, a summary of one batch, the stream's images/s, and a
-  preview PNG in `workdir` (when given) to look at the pseudo-anomalies.
-  """
-  import time  # pylint: disable=g-import-not-at-top
-  if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserInputError(f'{workdir}: workdir exists and is not a folder')
-  category = scan(config)
-  print(f'Category {category.name!r} at {category.root}: '
-        f'{len(category.train)} train images, {len(category.test)} test images')
-  for defect in ('good',) + category.defect_types:
-    n = sum(s.defect_type == defect for s in category.test)
-    print(f'  test/{defect}: {n}')
-  train_images = load_split(config, 'train')['image']
-  cas = load_train_data(config, 'cas', train_images)
-  fas = load_train_data(config, 'fas', train_images, cas.sources)
-  batch_size = config.train.batch_size
-  for stage, data in (('cas', cas), ('fas', fas)):
-    print(f'Stage {stage}: {len(data.images)} normal images, '
-          f'{len(data.pool)} anomaly sources ({config.anomaly.source})')
-    it = train_dataset(data, config, stage, batch_size=batch_size,
-                       process_index=0, process_count=1).as_numpy_iterator()
-    batch = next(it)
-    start = time.perf_counter()
-    for _ in range(num_batches):
-      next(it)
-    rate = num_batches * batch_size / (time.perf_counter() - start)
-    print(batch_summary(batch))
-    print(f'  stream: {rate:.0f} images/s at {config.data.image_size}x'
-          f'{config.data.image_size}')
-    if workdir:
-      path = os.path.join(workdir, f'data_preview_{stage}.png')
-      preview(batch, path)
-      print(f'  preview: {path}')

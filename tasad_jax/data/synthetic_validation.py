@@ -2,7 +2,7 @@
 
 Settings (resize mode, sources, steps, ...) are chosen on this split, not on
 the test split. Its images are the normal train images that training holds
-out for the thresholds (`thresholds.split_holdout` with the config's seed and
+out for the thresholds (`holdout.split_holdout` with the config's seed and
 `threshold.holdout_fraction`: never trained on). Each is written as
 `test/good/<name>.png` and, with synthetic defects, as `test/<kind>/<name>.png`
 with an exact mask under `ground_truth/<kind>/`, at its native size in MVTec
@@ -33,7 +33,7 @@ import numpy as np
 from skimage import draw, filters, morphology
 
 from tasad_jax.runtime import fileio
-from tasad_jax.inference import thresholds
+from tasad_jax.data import holdout
 from tasad_jax.data import imageio, layouts, mvtec, sources
 from tasad_jax.runtime.errors import UserInputError
 
@@ -133,7 +133,7 @@ def defect(image: np.ndarray, kind: str, rng, textures: np.ndarray
 def held_out(config) -> list:
   """The train samples training holds out for the thresholds."""
   train = layouts.scan(config).train
-  _, held = thresholds.holdout_indices(len(train),
+  _, held = holdout.holdout_indices(len(train),
                                        config.threshold.holdout_fraction,
                                        config.seed)
   return [train[i] for i in held]

@@ -26,6 +26,7 @@ import zlib
 
 import numpy as np
 
+from tasad_jax.data import splits
 from tasad_jax.runtime import fileio
 from tasad_jax.data import mvtec
 from tasad_jax.runtime.errors import UserInputError
@@ -79,7 +80,7 @@ def _take(split: dict, rows: np.ndarray) -> dict:
 
 def load(config, test_split: dict | None = None) -> dict | None:
   """The labelled anomalies as arrays ('image', 'mask', 'label', 'defect_type',
-  'path', as `input_pipeline.load_split`), or None when none are configured.
+  'path', as `splits.load_split`), or None when none are configured.
 
   `test_split` is the category's loaded test split (loaded when needed).
   """
@@ -89,8 +90,7 @@ def load(config, test_split: dict | None = None) -> dict | None:
     return None
   if s.startswith(FROM_TEST):
     if test_split is None:
-      from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
-      test_split = input_pipeline.load_split(config, 'test')
+      test_split = splits.load_split(config, 'test')
     rows = choose_from_test(test_split, int(s[len(FROM_TEST):]), config.seed)
     out = _take(test_split, rows)
   else:

@@ -28,6 +28,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from tasad_jax.data import splits
+from tasad_jax.core import names
 from tasad_jax.runtime import distributed, fileio
 from tasad_jax.inference import (two_stage as inference, thresholds,
                                  whole_image as tiled_inference)
@@ -38,7 +40,6 @@ from tasad_jax.reporting import html_report as report_lib, heatmaps as visualize
 from tasad_jax.data import imageio, layouts
 from tasad_jax.runtime.errors import UserInputError
 
-METHODS = ('cas', 'tasad')
 # Table columns: the metrics of every evaluation, then the pixel IoU at the
 # normal-data pixel threshold of thresholds.json (NaN without one).
 TABLE_KEYS = metrics.METRIC_KEYS + ('pixel_iou_at_threshold',)
@@ -116,7 +117,7 @@ def compute_metrics(split: dict, outputs: dict, fpr_limit: float,
   masks = metrics.per_image(split['mask'], bool)
   labels = split['label']
   result = {}
-  for method in METHODS:
+  for method in names.OUTPUTS:
     if f'{method}_map' not in outputs:
       continue
     maps, scores = outputs[f'{method}_map'], outputs[f'{method}_score']
@@ -144,7 +145,7 @@ def format_table(report: dict) -> str:
   """An aligned text table: one row per (category, method), one column per metric."""
   rows = [('category', 'method') + TABLE_KEYS]
   for entry in report['categories'] if 'categories' in report else [report]:
-    for method in METHODS:
+    for method in names.OUTPUTS:
       if method in entry:
         label = method_label(method, entry['coarse'])
         rows.append((entry['category'], label) + tuple(
@@ -174,18 +175,18 @@ def _write_heatmaps(split, outputs, folder, count, writer, coarse: str,
                     ranges: dict[str, tuple[float, float]]) -> list[str]:
   """Heat-map PNGs of `count` test images, each method's maps on its colour
   scale `ranges` (the report's)."""
-  names = [m for m in METHODS if f'{m}_map' in outputs]
-  labels = {m: method_label(m, coarse) for m in names}
+  shown = names.present(outputs)
+  labels = {m: method_label(m, coarse) for m in shown}
   os.makedirs(folder, exist_ok=True)
   written, images = [], {}
   for i in _visual_indices(split, count):
     stem = os.path.splitext(os.path.basename(split['path'][i]))[0]
     name = f'{split["defect_type"][i]}_{stem}'
     fig = visualize.figure(split['image'][i] / 255.0, split['mask'][i][..., 0],
-                           {m: outputs[f'{m}_map'][i] for m in names}, ranges,
+                           {m: outputs[f'{m}_map'][i] for m in shown}, ranges,
                            f'{split["defect_type"][i]}/{stem}  ' + '  '.join(
                                f'{m} score {outputs[f"{m}_score"][i]:.3f}'
-                               for m in names), labels)
+                               for m in shown), labels)
     from PIL import Image  # pylint: disable=g-import-not-at-top
     Image.fromarray(fig).save(os.path.join(folder, name + '.png'))
     written.append(name + '.png')
@@ -201,7 +202,7 @@ def evaluate_category(config, workdir: str) -> dict:
   input_pipeline.check_config(config)
   if not os.path.isdir(workdir):
     raise UserInputError(f'{workdir}: workdir not found')
-  split = input_pipeline.load_split(config, 'test')
+  split = splits.load_split(config, 'test')
   # Real defects used in training (weak supervision) are not evaluated.
   split, excluded = labelled.exclude(config, workdir, split)
   _check_split(split, *layouts.test_location(config))
@@ -222,7 +223,7 @@ def evaluate_category(config, workdir: str) -> dict:
   if trained is not None:
     report['trained_thresholds'] = trained
   report['checkpoint_steps'] = report_lib.checkpoint_steps(workdir)
-  if 'tasad' not in report:
+  if names.TWO_STAGE not in report:
     report['note'] = 'no FAS checkpoint: coarse stage only'
   if jax.process_index() == 0:
     _publish(config, workdir, split, outputs, report)
@@ -257,7 +258,7 @@ def mean_report(reports: list[dict]) -> dict:
           'num_images': sum(r['num_images'] for r in reports),
           'labelled_anomalies_excluded': sum(
               r.get('labelled_anomalies_excluded', 0) for r in reports)}
-  for method in METHODS:
+  for method in names.OUTPUTS:
     rows = [r[method] for r in reports if method in r]
     if len(rows) == len(reports):
       mean[method] = {k: float(np.mean([r.get(k, np.nan) for r in rows]))

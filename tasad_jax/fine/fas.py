@@ -26,7 +26,7 @@ from tasad_jax.core import losses, sharding, stage
 from tasad_jax import methods
 from tasad_jax.fine import selection as refine
 from tasad_jax.runtime.errors import UserInputError
-from tasad_jax.methods import tasad_cas
+from tasad_jax.models import segmenter_stage
 from tasad_jax.core.train_state import TrainState
 
 # config.model.fine_score: what the two-stage model's image score is.
@@ -90,7 +90,7 @@ class FineStage(stage.Stage):
   def __init__(self, config, coarse: methods.CoarseMethod | None = None):
     super().__init__(config)
     self.coarse = coarse if coarse is not None else methods.get(config)
-    self.model = tasad_cas.segmenter(config)
+    self.model = segmenter_stage.segmenter(config)
     self.input = FineInput(self.coarse, refine_params(config, training=True),
                            bool(config.refine.on_device))
     # Workdirs written before the field existed score the paper's way.
@@ -101,10 +101,10 @@ class FineStage(stage.Stage):
           f'{", ".join(SCORE_SOURCES)}')
 
   def check_config(self) -> None:
-    tasad_cas.check_segmenter_config(self.config)
+    segmenter_stage.check_segmenter_config(self.config)
 
   def create_state(self, mesh) -> TrainState:
-    return tasad_cas.segmenter_state(self.config, self.init_key(),
+    return segmenter_stage.segmenter_state(self.config, self.init_key(),
                                      self.num_steps, mesh)
 
   def context(self, workdir: str, mesh) -> Any:
@@ -120,9 +120,9 @@ class FineStage(stage.Stage):
     return dict(batch, fas_input=self.input(context, batch['augmented'], mesh))
 
   def phases(self) -> list[stage.Phase]:
-    fit = tasad_cas.segmenter_phase(
+    fit = segmenter_stage.segmenter_phase(
         self.model, losses.fas_loss, 'fas_input',
-        tasad_cas.schedule(self.config, self.num_steps))
+        segmenter_stage.schedule(self.config, self.num_steps))
     if not self.input.on_device:
       return [stage.Phase(0, fit)]
 
@@ -135,11 +135,11 @@ class FineStage(stage.Stage):
     inputs = batch.get('fas_input')
     if inputs is None:
       inputs = self.input(context, batch['augmented'], mesh)
-    return tasad_cas.segmenter_images(self.model, state, inputs, batch['mask'],
+    return segmenter_stage.segmenter_images(self.model, state, inputs, batch['mask'],
                                       mesh)
 
   def inference_variables(self, state: TrainState) -> dict:
-    return state.network(tasad_cas.NETWORK)
+    return state.network(segmenter_stage.NETWORK)
 
   def apply(self, variables: dict, fas_input: jax.Array) -> jax.Array:
     """Eval-mode fine maps [N, S, S, 1] of FAS inputs, jit-able."""

@@ -18,29 +18,11 @@ import os
 
 import numpy as np
 
+from tasad_jax.core import names
 from tasad_jax.runtime import fileio
 from tasad_jax.core import metrics
 
 FILE = 'thresholds.json'
-
-
-def holdout_indices(n: int, fraction: float, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-  """(kept, held-out) sorted indices of n normal train images; at least one
-  of each when n >= 2 and fraction > 0. Depends on (n, fraction, seed) only."""
-  count = int(round(fraction * n))
-  if fraction > 0 and n >= 2:
-    count = min(max(count, 1), n - 1)
-  else:
-    count = 0
-  order = np.random.default_rng([seed, 17]).permutation(n)
-  return np.sort(order[count:]), np.sort(order[:count])
-
-
-def split_holdout(images: np.ndarray, fraction: float, seed: int):
-  """(train, held-out) parts of the normal images (`holdout_indices`)."""
-  keep, held = holdout_indices(len(images), fraction, seed)
-  return images[keep], images[held]
 
 
 def from_normal(image_scores: np.ndarray, maps: np.ndarray,
@@ -63,7 +45,7 @@ def per_method(outputs: dict, target_rate: float) -> dict:
   """{'cas': ..., 'tasad'?: ...}: `from_normal` thresholds of each stage's
   maps and scores in inference outputs ('<method>_map', '<method>_score')."""
   return {m: from_normal(outputs[f'{m}_score'], outputs[f'{m}_map'], target_rate)
-          for m in ('cas', 'tasad') if f'{m}_map' in outputs}
+          for m in names.present(outputs)}
 
 
 def pixel_threshold(trained: dict | None, method: str) -> float | None:

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from tasad_jax.core import names
 from tasad_jax.runtime import checkpointing, distributed
 from tasad_jax.fine import fas as fine
 from tasad_jax import methods
@@ -53,7 +54,8 @@ class TwoStage:
                fas_variables: Any | None, refine_params, mesh,
                on_device: bool = True):
     self.mesh = mesh
-    self.method = 'tasad' if fas_variables is not None else 'cas'
+    self.method = (names.TWO_STAGE if fas_variables is not None
+                   else names.COARSE)
     self.cas, self.fas = cas_variables, fas_variables
     self.fine = fine_stage
     self.coarse = fine_stage.coarse

@@ -26,15 +26,13 @@ from tasad_jax.inference import two_stage as inference
 from tasad_jax.core import tiling
 from tasad_jax.data import imageio
 
-METHODS = ('cas', 'tasad')
-
 
 class ImageRunner:
   """Maps and scores of whole images of any size, padded or tiled.
 
   Args:
     tile_fn: float32 tiles [B, S, S, 3] in [0, 1] -> numpy {'<m>_map':
-      [B, S, S], '<m>_score': [B]} for m in METHODS (those it has).
+      [B, S, S], '<m>_score': [B]} for m in names.OUTPUTS (those it has).
     score_fn: a whole map [H, W] -> its image score, or None to score an
       image by the highest score of its tiles.
     geometry: the resize mode ('pad' or 'tile') and its settings.
@@ -159,7 +157,7 @@ def to_working(images: Sequence[np.ndarray], geometry: tiling.Geometry
 
 def run_images(runner: inference.TwoStage, geometry: tiling.Geometry,
                images, batch_size: int, sizes=None) -> dict[str, np.ndarray]:
-  """Maps and scores of images loaded for `geometry` (`input_pipeline.load_split`):
+  """Maps and scores of images loaded for `geometry` (`splits.load_split`):
   squash, arrays [N, S, S, 3] through `runner` as they are; pad and tile,
   working-resolution images through an `ImageRunner`, maps at `sizes`."""
   if geometry.mode == 'squash':

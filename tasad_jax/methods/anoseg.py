@@ -44,7 +44,8 @@ import optax
 from tasad_jax.models import segmenter as models
 from tasad_jax.core import scoring, sharding, stage
 from tasad_jax.runtime.errors import UserInputError
-from tasad_jax.methods import base, registry, tasad_cas
+from tasad_jax.methods import base, registry
+from tasad_jax.models import segmenter_stage
 from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
                                         finish_step, lr_schedule,
                                         network_variables)
@@ -155,7 +156,7 @@ class AnoSeg(base.CoarseMethod):
     self.discriminator = Discriminator(s.disc_width, s.disc_layers, dtype)
 
   def check_config(self) -> None:
-    tasad_cas.check_segmenter_config(self.config)
+    segmenter_stage.check_segmenter_config(self.config)
     s, field = self.settings, 'config.coarse.anoseg.'
     choices = {'pixel_loss': ('bce', 'l1'), 'adversarial_loss': ('lsgan', 'bce'),
                'score': ('mean_filter_max', 'top_k')}

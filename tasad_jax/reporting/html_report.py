@@ -27,11 +27,11 @@ import urllib.parse
 import numpy as np
 from PIL import Image
 
+from tasad_jax.core import names
 from tasad_jax.runtime import fileio
 from tasad_jax.core import metrics
 from tasad_jax.reporting import heatmaps as visualize
 
-METHODS = ('cas', 'tasad')
 PANEL = 192  # Gallery panels wider than this are downscaled to it.
 
 _STYLE = """
@@ -106,7 +106,7 @@ def checkpoint_steps(workdir: str) -> dict[str, int]:
 def method_labels(coarse: str) -> dict[str, str]:
   """Row names of the 'cas' and 'tasad' outputs of a coarse method."""
   from tasad_jax import methods  # pylint: disable=g-import-not-at-top
-  return dict(zip(METHODS, methods.method_class(coarse).row_labels()))
+  return dict(zip(names.OUTPUTS, methods.method_class(coarse).row_labels()))
 
 
 def decision_threshold(report: dict) -> tuple[str, float, str]:
@@ -115,7 +115,7 @@ def decision_threshold(report: dict) -> tuple[str, float, str]:
   thresholds.json's image threshold (normal data) when it belongs to the
   final method, else the F1-optimal threshold of this test set.
   """
-  final = 'tasad' if 'tasad' in report else 'cas'
+  final = names.final_output(report)
   trained = report.get('trained_thresholds')
   if (trained and trained.get('method', final) == final
       and np.isfinite(trained.get('image', np.nan))):
@@ -130,23 +130,23 @@ def decision_threshold(report: dict) -> tuple[str, float, str]:
 
 
 def _metrics_tables(report: dict, labels: dict[str, str]) -> list[str]:
-  names = [m for m in METHODS if m in report]
+  shown = names.present(report)
   head = ''.join(f'<th>{_e(k)}</th>' for k in metrics.METRIC_KEYS)
   rows = [f'<table class="metrics"><tr><th>method</th>{head}</tr>']
-  for m in names:
+  for m in shown:
     cells = ''.join(f'<td class="n" data-key="{m}.{k}">{_fmt(report[m][k])}</td>'
                     for k in metrics.METRIC_KEYS)
     rows.append(f'<tr><th>{_e(labels[m])}</th>{cells}</tr>')
   rows.append('</table>')
-  defects = sorted(report[names[0]]['per_defect'])
+  defects = sorted(report[shown[0]]['per_defect'])
   keys = ('image_auroc', 'pixel_ap')
-  head = ''.join(f'<th>{_e(labels[m])} {k}</th>' for m in names for k in keys)
+  head = ''.join(f'<th>{_e(labels[m])} {k}</th>' for m in shown for k in keys)
   rows.append('<h3>Per defect type (image AUROC against the normal images)</h3>'
               f'<table class="per-defect"><tr><th>defect</th>{head}</tr>')
   for d in defects:
     cells = ''.join(
         f'<td class="n" data-key="{m}.per_defect.{_e(d)}.{k}">'
-        f'{_fmt(report[m]["per_defect"][d][k])}</td>' for m in names for k in keys)
+        f'{_fmt(report[m]["per_defect"][d][k])}</td>' for m in shown for k in keys)
     rows.append(f'<tr><th>{_e(d)}</th>{cells}</tr>')
   rows.append('</table>')
   return rows
@@ -164,8 +164,8 @@ def _threshold_table(report, labels, outputs, split_labels) -> list[str]:
   rows = ['<table class="thresholds"><tr><th>method</th><th>threshold</th>'
           '<th>image score</th><th>pixel value</th><th>on this test set</th></tr>']
   trained = report.get('trained_thresholds')
-  final = 'tasad' if 'tasad' in report else 'cas'
-  for m in (m for m in METHODS if m in report):
+  final = names.final_output(report)
+  for m in names.present(report):
     found = report[m]['f1_optimal_thresholds']
     todo = [('F1-optimal (test set)', found)]
     if trained and trained.get('method', final) == m:
@@ -214,7 +214,7 @@ def gallery_indices(split: dict, scores: np.ndarray, count: int = 4,
 
 def _gallery(split, outputs, labels, final, threshold, scales,
              sections) -> list[str]:
-  names = [m for m in METHODS if f'{m}_map' in outputs]
+  shown = names.present(outputs)
   out = []
   for title, indices in sections.items():
     out.append(f'<h3>{_e(title)}</h3>')
@@ -227,8 +227,8 @@ def _gallery(split, outputs, labels, final, threshold, scales,
       gt[mask] = (0.5 * gt[mask] + [127, 0, 0]).astype(np.uint8)
       panels = [('input', rgb), ('ground truth', gt)]
       norm = {m: (outputs[f'{m}_map'][i] - scales[m][0])
-                 / (scales[m][1] - scales[m][0]) for m in names}
-      for m in names:
+                 / (scales[m][1] - scales[m][0]) for m in shown}
+      for m in shown:
         panels.append((f'{labels[m]} map', visualize.colorize(norm[m])))
       panels.append((f'{labels[final]} overlay',
                      visualize.overlay(rgb / 255.0, norm[final])))
@@ -238,7 +238,7 @@ def _gallery(split, outputs, labels, final, threshold, scales,
       verdict = ('correct' if flagged == defective else
                  'missed defect' if defective else 'false alarm')
       scores = ', '.join(f'{_e(labels[m])} score {outputs[f"{m}_score"][i]:.4f}'
-                         for m in names)
+                         for m in shown)
       name = _file_name(split, i)
       out.append(
           f'<div class="item" data-file="{_e(name)}"><div><b>{_e(name)}</b> '
@@ -257,7 +257,7 @@ def map_scales(outputs: dict) -> dict[str, tuple[float, float]]:
   PNGs). Methods differ in range (coarse+FAS adds the FAS map), so one scale
   for both would leave one of them flat."""
   scales = {}
-  for m in (m for m in METHODS if f'{m}_map' in outputs):
+  for m in names.present(outputs):
     values = metrics.pooled(outputs[f'{m}_map'])  # Maps of any sizes.
     if values.size > 4_000_000:  # The percentiles of a fixed subsample suffice.
       values = values[np.random.default_rng(0).choice(values.size, 4_000_000,
@@ -292,14 +292,14 @@ def write_category_report(path: str, split: dict, outputs: dict, report: dict,
   """
   from tasad_jax.reporting import plots as report_plots  # pylint: disable=g-import-not-at-top
   labels = method_labels(report['coarse'])
-  names = [m for m in METHODS if m in report]
+  shown = names.present(report)
   final, threshold, source = decision_threshold(report)
   created = created or _now()
   scales = scales or map_scales(outputs)
   split_labels = split['label'] > 0
   steps = report.get('checkpoint_steps') or {}
   trained = report.get('trained_thresholds')
-  title = f'{report["category"]}: {" vs ".join(labels[m] for m in names)}'
+  title = f'{report["category"]}: {" vs ".join(labels[m] for m in shown)}'
   body = [f'<h1>Evaluation report: {_e(title)}</h1>',
           f'<p class="muted">evaluated {_e(created)}; coarse method '
           f'{_e(report["coarse"])}; image size {_e(report["image_size"])}; '
@@ -359,7 +359,7 @@ def write_index(path: str, summary: dict, links: dict[str, str]) -> None:
     name = entry['category']
     cell = (f'<a href="{_e(urllib.parse.quote(links[name]))}">{_e(name)}</a>'
             if name in links else _e(name))
-    for m in METHODS:
+    for m in names.OUTPUTS:
       if m in entry:
         cells = ''.join(f'<td class="n">{_fmt(entry[m][k])}</td>'
                         for k in metrics.METRIC_KEYS)

@@ -13,10 +13,10 @@ import io
 
 import numpy as np
 
+from tasad_jax.core import names
 from tasad_jax.core import metrics
 from tasad_jax.reporting import heatmaps as visualize
 
-METHODS = ('cas', 'tasad')
 _COLORS = {'cas': '#1f77b4', 'tasad': '#d62728'}
 _DPI = 100
 
@@ -70,7 +70,7 @@ def _marks(report: dict, method: str, level: str):
   if np.isfinite(found):
     out.append((found, 'o', 'F1-optimal'))
   trained = report.get('trained_thresholds')
-  final = 'tasad' if 'tasad' in report else 'cas'
+  final = names.final_output(report)
   if trained and trained.get('method', final) == method and np.isfinite(
       trained.get(level, np.nan)):
     out.append((trained[level], 's', 'normal data'))
@@ -93,7 +93,7 @@ def curves_png(split: dict, outputs: dict, report: dict,
   axes = fig.subplots(1, 3)
   image_labels = split['label'] > 0
   masks = metrics.per_image(split['mask'], bool)
-  for m in (m for m in METHODS if m in report):
+  for m in names.present(report):
     image = _Curve(outputs[f'{m}_score'], image_labels)
     marks = _marks(report, m, 'image')
     _plot(axes[0], image, image.fpr, image.tpr, m, labels[m], marks)
@@ -114,10 +114,10 @@ def curves_png(split: dict, outputs: dict, report: dict,
 
 
 def histogram_png(labels: np.ndarray, outputs: dict, report: dict,
-                  names: dict[str, str]) -> bytes:
+                  labels_by_output: dict[str, str]) -> bytes:
   """Image scores of normal and defective images, per method, thresholds
   drawn as vertical lines."""
-  methods = [m for m in METHODS if m in report]
+  methods = names.present(report)
   fig = _figure(6.5 * len(methods), 3.4)
   axes = np.atleast_1d(fig.subplots(1, len(methods)))
   for ax, m in zip(axes, methods):
@@ -131,7 +131,7 @@ def histogram_png(labels: np.ndarray, outputs: dict, report: dict,
     for threshold, marker, name in _marks(report, m, 'image'):
       ax.axvline(threshold, color='black', ls='--' if marker == 'o' else '-',
                  label=f'{name} {threshold:.3g}')
-    ax.set(title=f'{names[m]} image scores', xlabel='image score',
+    ax.set(title=f'{labels_by_output[m]} image scores', xlabel='image score',
            ylabel='images')
     ax.legend(fontsize=8)
   return _png(fig)

@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from tasad_jax.data import splits
+from tasad_jax.core import names
 from tasad_jax.runtime import checkpointing, distributed, fileio, preemption
 from tasad_jax.fine import fas as fine
-from tasad_jax.data import weak_labels as labelled
+from tasad_jax.data import holdout, weak_labels as labelled
 from tasad_jax import methods
 from tasad_jax.core import scoring, sharding, stage as stage_lib, train_state
 from tasad_jax.inference import thresholds
@@ -32,7 +34,7 @@ from tasad_jax.runtime.checkpointing import checkpoint_dir
 from tasad_jax.runtime.errors import Preempted, TrainingFault, UserInputError
 
 # The stages by their config.stages name (also their checkpoint folders).
-STAGES = {'cas': methods.get, 'fas': fine.FineStage}
+STAGES = {names.COARSE_STAGE: methods.get, names.FINE_STAGE: fine.FineStage}
 
 
 def build_stage(config, name: str) -> stage_lib.Stage:
@@ -94,8 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() == 0:
       _write_config(config, workdir)
     mesh = sharding.make_mesh()
-    train_images, holdout = thresholds.split_holdout(
-        input_pipeline.load_split(config, 'train')['image'],
+    train_images, held_out = holdout.split_holdout(
+        splits.load_split(config, 'train')['image'],
         config.threshold.holdout_fraction, config.seed)
     # Weak supervision: real defects mixed into every stage's stream.
     real = labelled.for_training(config, workdir, jax.process_index() == 0)
@@ -105,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
                                             cas_pool, real)
       cas_pool = data.sources
       train_stage(config, workdir, build_stage(config, name), data, mesh, stop)
-    calibrate(config, workdir, holdout if len(holdout) else train_images, mesh)
+    calibrate(config, workdir, held_out if len(held_out) else train_images, mesh)
 
 
 def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:

@@ -1,0 +1,116 @@
+"""TASAD's segmenter as a trainable network: its state, its phase, its images.
+
+The coarse stage (`methods.tasad_cas`), the fine stage (`fine.fas`) and
+AnoSeg's segmentation net train the same segmenter (`models.segmenter`) with
+Adam under `config.train`'s schedule, each against its own input and loss;
+this module is that shared piece, so none of them imports another.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tasad_jax.core import sharding, stage
+from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
+                                        finish_step, lr_schedule)
+from tasad_jax.models import segmenter as models
+from tasad_jax.runtime.errors import UserInputError
+
+NETWORK = 'segmenter'
+
+
+def _norm(config) -> tuple[str, int]:
+  """(norm, norm_groups) of config.model; workdirs written before the fields
+  existed have the paper's BatchNorm."""
+  return (config.model.get('norm', 'batch'),
+          int(config.model.get('norm_groups', 8)))
+
+
+def segmenter(config) -> models.Segmenter:
+  """The TASAD segmenter of `config.model`."""
+  norm, groups = _norm(config)
+  return models.Segmenter(width=config.model.width,
+                          dtype=jnp.dtype(config.model.dtype), norm=norm,
+                          norm_groups=groups)
+
+
+def check_segmenter_config(config) -> None:
+  """The segmenter pools twice: the image size must divide by 4."""
+  size = config.data.image_size
+  if not isinstance(size, int) or size % 4:
+    raise UserInputError(f'config.data.image_size: {size!r} must be a multiple '
+                         'of 4 (two 2x poolings of the segmenter)')
+  if config.model.width < 1:
+    raise UserInputError('config.model.width: must be >= 1')
+  norm, groups = _norm(config)
+  if norm not in models.NORMS:
+    raise UserInputError(f'config.model.norm: {norm!r} must be one of '
+                         f'{models.NORMS}')
+  if groups < 1:
+    raise UserInputError('config.model.norm_groups: must be >= 1')
+
+
+def schedule(config, steps: int) -> optax.Schedule:
+  """Adam's lr of config.train over `steps` (`train_state.lr_schedule`)."""
+  return lr_schedule(config.train, config.train.learning_rate, steps)
+
+
+def segmenter_state(config, key: jax.Array, steps: int, mesh) -> TrainState:
+  """A segmenter with Adam, initialised from `key`, replicated over `mesh`."""
+  model = segmenter(config)
+  size = config.data.image_size
+  variables = stage.jit_init(lambda k: model.init(
+      k, jnp.zeros((1, size, size, 3)), train=False))(key)
+  state = TrainState.create(
+      networks={NETWORK: variables},
+      optimizers=[Optimizer('adam', (NETWORK,), optax.adam(schedule(config, steps)))])
+  return jax.device_put(state, sharding.replicated(mesh))
+
+
+def segmenter_phase(model: models.Segmenter, loss_fn: Callable, input_key: str,
+                    lr: optax.Schedule) -> stage.PhaseFn:
+  """One Adam step of the segmenter on `batch[input_key]` against the mask."""
+
+  def step(state: TrainState, batch, rng, context):
+    del rng, context
+    # BatchNorm's statistics; none with GroupNorm (config.model.norm).
+    stats = ({'batch_stats': state.batch_stats[NETWORK]}
+             if NETWORK in state.batch_stats else {})
+
+    def compute_loss(params):
+      prediction, updates = model.apply(
+          {'params': params, **stats}, batch[input_key],
+          train=True, mutable=list(stats))
+      loss, parts = loss_fn(prediction, batch['mask'])
+      return loss, (updates.get('batch_stats'), parts)
+
+    (loss, (new_stats, parts)), grads = jax.value_and_grad(
+        compute_loss, has_aux=True)(state.params[NETWORK])
+    finite = all_finite(loss, grads)
+    updated = state.apply_gradients(
+        'adam', {NETWORK: grads}, {NETWORK: new_stats} if stats else None)
+    return (finish_step(state, updated, finite),
+            {'loss': loss, 'learning_rate': lr(state.step), **parts}, finite)
+
+  return step
+
+
+@functools.lru_cache(maxsize=8)
+def _forward(model: models.Segmenter, mesh) -> Callable:
+  return stage.make_predict(functools.partial(model.apply, train=False), mesh)
+
+
+def segmenter_images(model: models.Segmenter, state: TrainState,
+                     inputs: np.ndarray, mask: np.ndarray, mesh) -> dict:
+  """Input, mask and eval-mode prediction of up to 4 samples (this process's)."""
+  prediction = sharding.to_local(_forward(model, mesh)(
+      state.network(NETWORK), sharding.to_global({'x': inputs}, mesh)['x']))
+  n = min(4, len(mask))
+  return {'input': np.asarray(inputs[:n]), 'mask': np.asarray(mask[:n]),
+          'prediction': np.clip(prediction[:n], 0.0, 1.0)}
