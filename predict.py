@@ -1,41 +1,9 @@
 """Scores image files with a trained model.
 
-  python predict.py --workdir=runs/bottle --input='photos/*.png' --output=out
-
-Writes out/scores.csv (path, score, decision, error), out/masks/*.png,
-out/heatmaps/*.png and out/index.html (the images by score, heat maps
-inline). Unreadable files become error rows; the run goes on.
+A shim of `tasad_jax.cli.predict` (installed as a console script too).
 """
 
-import os
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-
-from tasad_jax.inference import batch_predict
-from tasad_jax.runtime import errors
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
-flags.DEFINE_integer('restore_step', 0, 'Checkpoint step of each stage to use '
-                     '(0 = the latest).')
-flags.DEFINE_string('input', None, 'An image file, a folder, or a glob.')
-flags.DEFINE_string('output', None, 'Folder for scores.csv, masks, heat maps.')
-flags.DEFINE_integer('batch_size', 16, 'Images per batch.')
-flags.mark_flags_as_required(['workdir', 'input', 'output'])
-
-
-@errors.cli_main
-def main(argv):
-  del argv  # Checked by cli_main.
-  counts = batch_predict.predict_files(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                       FLAGS.batch_size,
-                                       restore_step=FLAGS.restore_step)
-  print(f'{counts["scored"]} images scored, {counts["failed"]} unreadable; '
-        f'{os.path.join(FLAGS.output, "scores.csv")}')
-
+from tasad_jax.cli import predict
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  predict.run()

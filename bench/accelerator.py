@@ -41,7 +41,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from tasad_jax.config.presets import default  # pylint: disable=g-import-not-at-top
 from tasad_jax.fine import fas as fine
 from tasad_jax.inference import two_stage as inference
 from tasad_jax import methods

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from tasad_jax.config.presets import default  # pylint: disable=g-import-not-at-top
 from tasad_jax.fine import fas as fine
 from tasad_jax.inference import two_stage as inference
 from tasad_jax.core import sharding

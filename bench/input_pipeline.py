@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from configs import demo  # pylint: disable=g-import-not-at-top
+from tasad_jax.config.presets import demo  # pylint: disable=g-import-not-at-top
 from tasad_jax.data import splits
 from tasad_jax.data import pipeline as input_pipeline
 

@@ -1,0 +1,1 @@
+"""Aliases of the configs installed with the package (`tasad_jax.config.presets`)."""

@@ -158,7 +158,7 @@ def shared_workdir(name, train_fn):
 def tiny_workdir():
   """A workdir trained once per session with configs/tiny.py (both stages,
   thresholds)."""
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   from tasad_jax.training import trainer as train  # pylint: disable=g-import-not-at-top
   return shared_workdir(
       'tiny', lambda path: train.train_and_evaluate(tiny.get_config(), path))
@@ -168,7 +168,7 @@ def tiny_workdir():
 def tiny_evaluated(tiny_workdir):
   """A copy of the tiny workdir with `evaluate.py`'s outputs (eval/), made
   once per session."""
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   from tasad_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
   def evaluate_copy(path):
@@ -180,7 +180,7 @@ def tiny_evaluated(tiny_workdir):
 
 @pytest.fixture
 def tiny_config():
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   return tiny.get_config()
 
 

@@ -19,7 +19,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # pylint: disable=g-import-not-at-top
 
-from configs import tiny  # pylint: disable=g-import-not-at-top
+from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
 from tasad_jax.data import pipeline as input_pipeline
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage

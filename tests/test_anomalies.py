@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tasad_jax.config import schema
 from tasad_jax.data import (pseudo_anomalies as anomalies,
                             pipeline as input_pipeline)
 
@@ -76,7 +77,7 @@ def _samples(config, n=200, stage='cas'):
 
 @pytest.fixture(scope='module')
 def saim_batch():
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.anomaly.methods = ('saim',)
   return _samples(config)
@@ -142,4 +143,4 @@ def test_unknown_method_is_a_config_error(tiny_config):
   from tasad_jax.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
   tiny_config.anomaly.methods = ('saim', 'cutpaste')
   with pytest.raises(UserInputError, match='config.anomaly.methods'):
-    input_pipeline.check_config(tiny_config)
+    schema.check(tiny_config)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import exported_stablehlo, run_script, train_steps
-from configs import tiny
+from tasad_jax.config.presets import tiny
 from tasad_jax.data import pseudo_anomalies as anomalies
 from tasad_jax import methods
 from tasad_jax.core import metrics, sharding

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conftest import exported_stablehlo, run_script
-from configs import tiny
+from tasad_jax.config.presets import tiny
 from tasad_jax.runtime import checkpointing
 from tasad_jax.evaluation import evaluate
 from tasad_jax.data import weak_labels as labelled

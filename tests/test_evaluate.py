@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_error_line, run_script, write_tree
+from tasad_jax.config import schema
 from tasad_jax.evaluation import evaluate
 from tasad_jax.core import metrics, scoring
-from tasad_jax.training import trainer as train
 from tasad_jax.runtime.errors import UserInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +21,7 @@ def trained(tmp_path_factory, tiny_workdir):
   """The session's tiny two-stage run (trained on the embedded data), to be
   evaluated on a written MVTec-layout tree: what it was trained on does not
   matter to how evaluation reads a tree and writes its outputs."""
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   base = tmp_path_factory.mktemp('e2e')
   root = str(base / 'mvtec')
   write_tree(root, category='widget')
@@ -84,7 +84,7 @@ def test_score_window_scales_with_the_image_size(tiny_config, tmp_path):
   np.testing.assert_allclose(scores, expected, rtol=1e-5)
   tiny_config.model.score_window = -1
   with pytest.raises(UserInputError, match='config.model.score_window'):
-    train.check_config(tiny_config, str(tmp_path / 'w'))
+    schema.check(tiny_config)
 
 
 def test_coarse_stage_only_is_evaluated_and_said(trained, tmp_path):

@@ -9,7 +9,7 @@ from tasad_jax.runtime.errors import UserInputError
 
 @pytest.fixture(scope='module')
 def cas_data():
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   return config, input_pipeline.load_train_data(config, 'cas')
 

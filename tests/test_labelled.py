@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import write_tree
-from configs import tiny
+from tasad_jax.config.presets import tiny
 from tasad_jax.data import splits
 from tasad_jax.data import pipeline as input_pipeline, weak_labels as labelled
 from tasad_jax.runtime.errors import UserInputError

@@ -10,8 +10,9 @@ from PIL import Image
 import pytest
 
 from conftest import assert_one_error_line, run_script
+from tasad_jax.config import schema
 from tasad_jax.data import splits
-from tasad_jax.data import pipeline as input_pipeline, weak_labels as labelled
+from tasad_jax.data import weak_labels as labelled
 from tasad_jax.data import folder, imageio, layouts, visa
 from tasad_jax.runtime.errors import UserInputError
 
@@ -278,7 +279,7 @@ def test_folder_bad_layouts_name_the_file(tmp_path, damage, expected):
 def test_bad_layout_fields_name_the_field(tiny_config, data, expected):
   config = _config(tiny_config, **data)
   with pytest.raises(UserInputError, match=re.escape(expected)):
-    input_pipeline.check_config(config)
+    schema.check(config)
   if data.get('layout') == 'folder':
     with pytest.raises(UserInputError, match="'all' needs the mvtec or visa"):
       layouts.expand_categories(config, ['all'])

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import exported_stablehlo, train_steps, write_easy_tree
-from configs import tiny
+from tasad_jax.config.presets import tiny
 from tasad_jax.evaluation import evaluate
 from tasad_jax import methods
 from tasad_jax.models import segmenter as models

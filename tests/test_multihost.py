@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import lock_holder, wait_for
-from configs import tiny
+from tasad_jax.fine import stages
+from tasad_jax.config.presets import tiny
 from tasad_jax.runtime import preemption
 from tasad_jax.core import sharding
 from tasad_jax.training import trainer as train
@@ -199,7 +200,7 @@ def test_two_processes_train_the_same_parameters(runs):
     # Same to float tolerance: the cross-process sums add in another order,
     # and Adam turns that round-off into lr-sized steps where the gradient is
     # ~0 (biases before BatchNorm), so compare the whole update, not ulps.
-    start = _flat(train.build_stage(tiny.get_config(), stage).create_state(
+    start = _flat(stages.build_stage(tiny.get_config(), stage).create_state(
         sharding.make_mesh()).params)
     update = np.linalg.norm(_flat(one.params) - start)
     assert update > 0

@@ -78,7 +78,7 @@ def _check_self_contained(text):
 def evaluated(tiny_workdir, tmp_path_factory):
   """The tiny workdir evaluated in a copy: (workdir, metrics.json, the test
   split and the inference outputs the report was made from)."""
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp('report') / 'run')
   shutil.copytree(tiny_workdir, workdir)
   seen = {}

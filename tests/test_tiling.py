@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage
 
 from conftest import REPO, run_script, write_tree
+from tasad_jax.config import schema
 from tasad_jax.core import metrics, tiling
 from tasad_jax.inference import whole_image as tiled_inference
 from tasad_jax.runtime.errors import UserInputError
@@ -144,7 +145,7 @@ def tree(tmp_path_factory):
 
 
 def _config(tree, mode):
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.data.root, config.data.category = tree, 'widget'
   config.data.resize = mode
@@ -152,12 +153,11 @@ def _config(tree, mode):
 
 
 def test_unsupported_combinations_are_refused(tree):
-  from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   for field, value in (('loader', 'tfds'), ('labelled_anomalies', 'test:1')):
     config = _config(tree, 'tile')
     config.data[field] = value
     with pytest.raises(UserInputError, match=f'config.data.{field}'):
-      input_pipeline.check_config(config)
+      schema.check(config)
 
 
 def test_train_stream_crops_tiles_and_keeps_anomalies_off_padding(tree):
@@ -225,19 +225,23 @@ def test_tile_and_pad_evaluate_on_a_tiny_tree(tile_workdir):
   assert report['tasad']['image_auroc'] == report['cas']['image_auroc']
 
 
-def test_tile_and_pad_predict_and_export_give_the_live_maps(tile_workdir,
-                                                            tmp_path):
+@pytest.mark.parametrize('fine_score', ['combined', 'coarse'])
+def test_every_mode_predicts_and_exports_the_live_maps(tile_workdir, tmp_path,
+                                                       fine_score):
+  """One whole-image path: for every resize mode and image score, the
+  exported program gives `predict`'s maps and scores."""
   import tasad_jax  # pylint: disable=g-import-not-at-top
-  from tasad_jax.inference import batch_predict  # pylint: disable=g-import-not-at-top
-  from tasad_jax.deploy import export as exporting
+  from tasad_jax.deploy import export as exporting  # pylint: disable=g-import-not-at-top
+  from tasad_jax.inference import whole_image  # pylint: disable=g-import-not-at-top
   _, trained = tile_workdir
   rng = np.random.default_rng(0)
-  for mode, (h, w) in (('tile', (40, 52)), ('pad', (S, 20))):
+  for mode, (h, w) in (('squash', (S, S)), ('tile', (40, 52)), ('pad', (S, 20))):
     workdir = str(tmp_path / mode)
     shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns('eval'))
     with open(os.path.join(workdir, 'config.json')) as f:
       saved = json.load(f)
     saved['data']['resize'] = mode
+    saved['model']['fine_score'] = fine_score
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(saved, f)
     model = tasad_jax.load(workdir)
@@ -250,8 +254,30 @@ def test_tile_and_pad_predict_and_export_give_the_live_maps(tile_workdir,
       maps, scores = jax.export.deserialize(f.read()).call(
           images / np.float32(255.0))
     np.testing.assert_allclose(maps, np.stack(live['anomaly_maps'][:2]),
-                               atol=1e-5)
-    np.testing.assert_allclose(scores, live['scores'][:2], atol=1e-5)
+                               atol=1e-5, err_msg=mode)
+    np.testing.assert_allclose(scores, live['scores'][:2], atol=1e-5,
+                               err_msg=mode)
+    if fine_score == 'coarse':  # The two-stage score is the coarse stage's.
+      x, _ = model.preprocess(list(images))
+      both = whole_image.run_images(model.runner, model.geometry, x, 4,
+                                    [m.shape[:2] for m in x])
+      np.testing.assert_allclose(both['tasad_score'], both['cas_score'],
+                                 atol=1e-6, err_msg=mode)
+
+
+def test_tile_and_pad_predict_folders_and_refuse_a_missing_size(tile_workdir,
+                                                                tmp_path):
+  from tasad_jax.inference import batch_predict  # pylint: disable=g-import-not-at-top
+  _, trained = tile_workdir
+  rng = np.random.default_rng(0)
+  for mode in ('tile', 'pad'):
+    workdir = str(tmp_path / mode)
+    shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns('eval'))
+    with open(os.path.join(workdir, 'config.json')) as f:
+      saved = json.load(f)
+    saved['data']['resize'] = mode
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(saved, f)
   result = run_script(  # Export needs the image size: one line, status 2.
       'export.py', f'--workdir={workdir}', f'--output={tmp_path / "x.stablehlo"}',
       config=None)

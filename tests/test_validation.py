@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_error_line, run_script, write_tree
-from configs import tiny
+from tasad_jax.config.presets import tiny
 from tasad_jax.evaluation import evaluate
 from tasad_jax.data import holdout
 from tasad_jax.data import synthetic_validation as validation

@@ -69,13 +69,11 @@ class Geometry:
 
   @classmethod
   def from_config(cls, config) -> 'Geometry':
-    """The geometry of a config (fields absent from older configs: defaults)."""
+    """The geometry of a config."""
     d = config.data
-    return cls(mode=d.get('resize', 'squash'), size=int(d.image_size),
-               scale=float(d.get('scale', 1.0)),
-               stride=int(d.get('tile_stride', 0)),
-               blend=d.get('tile_blend', 'hann'),
-               max_side=int(config.eval.get('max_side', 0)))
+    return cls(mode=d.resize, size=int(d.image_size), scale=float(d.scale),
+               stride=int(d.tile_stride), blend=d.tile_blend,
+               max_side=int(config.eval.max_side))
 
   def check(self) -> None:
     """Raises UserInputError naming the config field that is wrong."""

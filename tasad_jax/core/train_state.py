@@ -144,10 +144,8 @@ def piecewise_schedule(learning_rate: float, steps: int,
 
 
 def schedule_fields(train_config) -> tuple[str, float]:
-  """(lr_schedule, lr_warmup) of config.train; configs written before the
-  fields existed: ('step', 0.0)."""
-  return (train_config.get('lr_schedule', 'step'),
-          float(train_config.get('lr_warmup', 0.0)))
+  """(lr_schedule, lr_warmup) of config.train."""
+  return train_config.lr_schedule, float(train_config.lr_warmup)
 
 
 def lr_schedule(train_config, learning_rate: float, steps: int) -> optax.Schedule:

@@ -24,12 +24,12 @@ FOLDER_FIELDS = ('normal_dir', 'abnormal_dir', 'mask_dir', 'normal_test_dir')
 
 
 def layout(config) -> str:
-  """config.data.layout ('mvtec' when the field is absent)."""
-  return str(config.data.get('layout', MVTEC))
+  """config.data.layout."""
+  return str(config.data.layout)
 
 
 def _field(config, name: str) -> str:
-  return os.path.expanduser(str(config.data.get(name, '') or ''))
+  return os.path.expanduser(str(config.data[name] or ''))
 
 
 def check_config(config) -> None:
@@ -38,7 +38,7 @@ def check_config(config) -> None:
   if name not in LAYOUTS:
     raise UserInputError(f'config.data.layout: {name!r} must be one of '
                          f'{", ".join(map(repr, LAYOUTS))}')
-  if name != MVTEC and config.data.get('loader', 'folder') == 'tfds':
+  if name != MVTEC and config.data.loader == 'tfds':
     raise UserInputError(f"config.data.loader: 'tfds' reads the mvtec layout "
                          f'only, not config.data.layout={name!r}')
   if name != FOLDER:
@@ -51,7 +51,7 @@ def check_config(config) -> None:
     if not _field(config, field):
       raise UserInputError(f'config.data.{field}: not set; the folder layout '
                            'needs normal_dir and abnormal_dir')
-  fraction = config.data.get('test_fraction', 0.2)
+  fraction = config.data.test_fraction
   if not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
     raise UserInputError(f'config.data.test_fraction: {fraction!r} must be in '
                          '[0, 1)')
@@ -64,7 +64,7 @@ def scan(config) -> mvtec.Category:
   if name == FOLDER:
     return folder.scan_folders(
         **{field: _field(config, field) for field in FOLDER_FIELDS},
-        test_fraction=float(config.data.get('test_fraction', 0.2)),
+        test_fraction=float(config.data.test_fraction),
         seed=int(config.seed), name=config.data.category)
   root = categories.resolve_root(config.data.root)
   if name == VISA:

@@ -26,7 +26,7 @@ from tasad_jax.core import names
 from tasad_jax.data import pseudo_anomalies as anomalies
 from tasad_jax.core import tiling
 from tasad_jax.runtime.tf_host import tf
-from tasad_jax.data import layouts, sources
+from tasad_jax.data import sources
 from tasad_jax.data import splits
 from tasad_jax.runtime.errors import UserInputError
 
@@ -59,37 +59,6 @@ def anomaly_params(config) -> anomalies.AnomalyParams:
         anoseg_hue=float(a.anoseg_hue))
   except ValueError as e:
     raise UserInputError(str(e)) from None
-
-
-def check_config(config) -> None:
-  """Checks the data fields of a config; raises UserInputError naming the field."""
-  size = config.data.image_size
-  if not isinstance(size, int) or size < 16:
-    raise UserInputError(
-        f'config.data.image_size: {size!r} must be an integer >= 16')
-  if config.data.loader not in ('folder', 'tfds'):
-    raise UserInputError(f'config.data.loader: {config.data.loader!r} must be '
-                         "'folder' or 'tfds'")
-  if not 0 <= config.anomaly.num_augmentations <= 4:
-    raise UserInputError('config.anomaly.num_augmentations: must be in 0..4')
-  if not 0.0 <= config.anomaly.normal_probability <= 1.0:
-    raise UserInputError('config.anomaly.normal_probability: must be in [0, 1]')
-  if any(int(n) < 1 for n in config.anomaly.saim_n_segments) or not len(
-      config.anomaly.saim_n_segments):
-    raise UserInputError('config.anomaly.saim_n_segments: must be positive')
-  if any(r not in (0, 90, 180, 270) for r in config.anomaly.saim_rotations):
-    raise UserInputError('config.anomaly.saim_rotations: multiples of 90 only')
-  anomaly_params(config)
-  layouts.check_config(config)
-  geometry = tiling.Geometry.from_config(config)
-  geometry.check()
-  if geometry.mode != 'squash' and config.data.loader != 'folder':
-    raise UserInputError(f'config.data.loader: {config.data.loader!r} reads '
-                         "squashed images only; use loader='folder' with "
-                         f'resize={geometry.mode!r}')
-  if geometry.mode != 'squash' and config.data.get('labelled_anomalies', ''):
-    raise UserInputError('config.data.labelled_anomalies: not supported with '
-                         f"resize={geometry.mode!r} yet; use resize='squash'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,7 +283,7 @@ def _off_padding(sample: dict, valid) -> dict:
 def _real_defects(labelled: dict | None, config):
   """fn(sample, seed) replacing a sample by a real defect at
   config.data.labelled_rate, or None without labelled anomalies."""
-  rate = float(config.data.get('labelled_rate', 0.0))
+  rate = float(config.data.labelled_rate)
   if labelled is None or not len(labelled['image']) or rate <= 0:
     return None
   images = tf.constant(labelled['image'])

@@ -36,8 +36,8 @@ FROM_TEST = 'test:'
 
 
 def spec(config) -> str:
-  """config.data.labelled_anomalies ('' when the field is absent)."""
-  return str(config.data.get('labelled_anomalies', '') or '')
+  """config.data.labelled_anomalies ('' when none)."""
+  return str(config.data.labelled_anomalies or '')
 
 
 def check_config(config) -> None:
@@ -51,7 +51,7 @@ def check_config(config) -> None:
   elif s and not os.path.isdir(s):
     raise UserInputError(f'{s}: labelled anomalies folder '
                          '(config.data.labelled_anomalies) not found')
-  rate = config.data.get('labelled_rate', 0.0)
+  rate = config.data.labelled_rate
   if not 0.0 <= rate <= 1.0:
     raise UserInputError('config.data.labelled_rate: must be in [0, 1], got '
                          f'{rate}')
@@ -84,7 +84,6 @@ def load(config, test_split: dict | None = None) -> dict | None:
 
   `test_split` is the category's loaded test split (loaded when needed).
   """
-  check_config(config)
   s = spec(config)
   if not s:
     return None
@@ -145,7 +144,6 @@ def exclude(config, workdir: str, split: dict) -> tuple[dict, int]:
     rows = choose_from_test(split, int(s[len(FROM_TEST):]), config.seed)
     used.update(_real(np.asarray(split['path'])[rows]))
   elif s:
-    check_config(config)
     used.update(_real(x.path for x in mvtec.scan_test(s) if x.label))
   if not used:
     return split, 0

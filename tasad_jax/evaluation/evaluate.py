@@ -21,13 +21,13 @@ own pixels only.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from absl import logging
 import jax
 import numpy as np
 
+from tasad_jax.config import saved, schema
 from tasad_jax.data import splits
 from tasad_jax.core import names
 from tasad_jax.runtime import distributed, fileio
@@ -66,25 +66,16 @@ def _check_split(split: dict, where: str, good: str) -> None:
 
 def check_trained_config(config, workdir: str) -> None:
   """The model fields must match those the workdir was trained with."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  if saved.read(workdir) is None:
     return
-  try:
-    with open(path) as f:
-      trained = json.load(f)
-    fields = {'model.width': trained['model']['width'],
-              'data.image_size': trained['data']['image_size'],
-              'coarse.name': methods.name_of(trained)}
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise UserInputError(f'{path}: unreadable training config ({e})') from None
-  for field, value in fields.items():
-    section, name = field.split('.')
-    current = (methods.name_of(config) if field == 'coarse.name'
-               else config[section][name])
+  trained = saved.load(workdir)
+  for section, name in (('model', 'width'), ('data', 'image_size'),
+                        ('coarse', 'name')):
+    current, value = config[section][name], trained[section][name]
     if current != value:
       raise UserInputError(
-          f'config.{field}: {current!r}, but {workdir} was trained '
-          f'with {value!r} ({path})')
+          f'config.{section}.{name}: {current!r}, but {workdir} was trained '
+          f'with {value!r} ({saved.path(workdir)})')
 
 
 def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
@@ -198,8 +189,6 @@ def _write_heatmaps(split, outputs, folder, count, writer, coarse: str,
 
 def evaluate_category(config, workdir: str) -> dict:
   """Evaluates one category; writes `<workdir>/eval/` atomically; returns the report."""
-  from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
-  input_pipeline.check_config(config)
   if not os.path.isdir(workdir):
     raise UserInputError(f'{workdir}: workdir not found')
   split = splits.load_split(config, 'test')
@@ -273,6 +262,7 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
   (also written to `<workdir>/eval/summary.json`) for several.
   """
   distributed.initialize(config)
+  schema.check(config, schema.EVALUATE)
   if len(categories) == 1:
     config = config.copy_and_resolve_references()
     config.data.category = categories[0]

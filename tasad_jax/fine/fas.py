@@ -93,8 +93,7 @@ class FineStage(stage.Stage):
     self.model = segmenter_stage.segmenter(config)
     self.input = FineInput(self.coarse, refine_params(config, training=True),
                            bool(config.refine.on_device))
-    # Workdirs written before the field existed score the paper's way.
-    self.score_source = config.model.get('fine_score', 'combined')
+    self.score_source = config.model.fine_score
     if self.score_source not in SCORE_SOURCES:
       raise UserInputError(
           f'config.model.fine_score: {self.score_source!r} is not one of '

@@ -10,13 +10,12 @@ No TensorFlow is needed.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Sequence
 
 import ml_collections
 import numpy as np
 
+from tasad_jax.config import saved, schema
 from tasad_jax.inference import (two_stage as inference, thresholds,
                                  whole_image as tiled_inference)
 from tasad_jax.core import sharding, tiling
@@ -46,8 +45,8 @@ class Predictor:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.workdir = workdir
+    schema.check(config, schema.PREDICT)
     self.geometry = tiling.Geometry.from_config(config)
-    self.geometry.check()
     self.runner = inference.TwoStage.from_workdir(config, workdir,
                                                   sharding.make_mesh())
     self.method = self.runner.method
@@ -107,14 +106,6 @@ def load(workdir: str, restore_step: int = 0) -> Predictor:
 
 def load_config(workdir: str, restore_step: int = 0
                 ) -> ml_collections.ConfigDict:
-  """A training workdir's config.json, set to restore `restore_step`."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise UserInputError(f'{workdir}: not a training workdir (no config.json)')
-  try:
-    with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-  except (OSError, ValueError) as e:
-    raise UserInputError(f'{path}: unreadable config ({e})') from None
-  config.restore_step = int(restore_step)
-  return config
+  """A training workdir's config.json (`config.saved`), set to restore
+  `restore_step`."""
+  return saved.load(workdir, restore_step)

@@ -83,7 +83,7 @@ class TwoStage:
     """The trained stages of a workdir (the latest checkpoints, or step
     `config.restore_step` of each), with the test-time FAS thresholds."""
     fine_stage = fine.FineStage(config)
-    step = config.get('restore_step', 0) or None
+    step = config.restore_step or None
     cas = fine.restore_inference_variables(fine_stage.coarse, workdir, mesh,
                                            step)
     fas = None

@@ -1,30 +1,42 @@
-"""Whole-image inference in the 'pad' and 'tile' resize modes.
+"""The one whole-image path: how an image of any size becomes maps and scores.
 
-Each image, at its working resolution (`tiling.Geometry.working_size`), is put
-on its canvas and cut into the tiles of its plan (`tasad_jax.core.tiling`); tiles
-of consecutive images stream through the jitted two-stage program in batches
-of a fixed size (the last one filled with blank tiles), so memory holds one
-batch of tiles and the canvases of the images it touches, whatever the image
-size. Tile maps are blended into whole-image maps of the image's own size.
+Evaluation, thresholds, the predictor (`run_images`) and the exporter
+(`program`) all go through here, so the resize modes and the scores are
+decided once:
 
-Image scores are taken on the whole stitched map with the coarse method's own
-`image_score` when it reads the map alone (TASAD, DeSTSeg, AnoSeg, CAVGA with
-`score='map'`); a method whose score needs more than the map (CAVGA's
-reconstruction error) gets the highest score of its tiles (in 'pad', its
-score of the padded square). With `config.model.fine_score='coarse'` the
-two-stage score is taken on the stitched coarse map.
+* 'squash': images resized to S x S run through the two-stage program as
+  they are.
+* 'pad' and 'tile': each image, at its working resolution
+  (`tiling.Geometry.working_size`), is put on its canvas and cut into the
+  tiles of its plan (`tasad_jax.core.tiling`); the tile maps are blended into
+  whole-image maps of the image's own size. On the host (`ImageRunner`),
+  tiles of consecutive images stream through the jitted program in batches of
+  a fixed size (the last one filled with blank tiles), so memory holds one
+  batch of tiles and the canvases of the images it touches; in an exported
+  program the geometry of one image size is static and the tiles run in
+  chunks (`lax.map`).
+
+Image scores of pad and tile images are taken on the whole stitched map with
+the coarse method's own `image_score` when it reads the map alone (TASAD,
+DeSTSeg, AnoSeg, CAVGA with `score='map'`); a method whose score needs more
+than the map (CAVGA's reconstruction error) gets the highest score of its
+tiles. Which map each output's score reads is `score_sources`: with
+`config.model.fine_score='coarse'` the two-stage score is the coarse map's.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from tasad_jax.inference import two_stage as inference
-from tasad_jax.core import tiling
+from tasad_jax.core import names, tiling
 from tasad_jax.data import imageio
+from tasad_jax.fine import fas
+from tasad_jax.inference import two_stage
 
 
 class ImageRunner:
@@ -38,7 +50,7 @@ class ImageRunner:
     geometry: the resize mode ('pad' or 'tile') and its settings.
     batch_size: tiles per call of `tile_fn`.
     score_maps: {'<m>_score': map key} where a score is taken from another
-      whole map than '<m>_map' (`config.model.fine_score='coarse'`).
+      whole map than '<m>_map' (`score_sources`).
   """
 
   def __init__(self, tile_fn: Callable[[np.ndarray], dict],
@@ -53,19 +65,15 @@ class ImageRunner:
     self.score_maps = dict(score_maps or {})
 
   @classmethod
-  def of(cls, runner: inference.TwoStage, geometry: tiling.Geometry,
+  def of(cls, runner: two_stage.TwoStage, geometry: tiling.Geometry,
          batch_size: int) -> 'ImageRunner':
-    """The runner of trained stages (`inference.TwoStage`)."""
-    coarse = runner.coarse
+    """The runner of trained stages (`two_stage.TwoStage`)."""
     score_fn = None
-    if coarse.scores_from_map():
-      score = jax.jit(lambda m: coarse.image_score(m, {}))
-      score_fn = lambda m: float(score(m[None, :, :, None])[0])
-    # config.model.fine_score='coarse': the coarse map's score for both.
-    score_maps = ({'tasad_score': 'cas_map'}
-                  if runner.fine.score_source == 'coarse' else None)
+    if runner.coarse.scores_from_map():
+      score = jax.jit(functools.partial(map_scores, runner.coarse))
+      score_fn = lambda m: float(score(m[None])[0])
     return cls(lambda x: runner.run(x, batch_size), score_fn, geometry,
-               batch_size, score_maps)
+               batch_size, score_sources(runner.fine))
 
   def _tiles(self, images: Iterable[np.ndarray]):
     """(image index, plan, tile index, tile [S, S, 3] float32) in order."""
@@ -148,6 +156,21 @@ class ImageRunner:
     return result
 
 
+def score_sources(fine_stage) -> dict[str, str]:
+  """{'<output>_score': the whole map it is taken from}: its own map, but the
+  coarse map for the two-stage score with `config.model.fine_score='coarse'`."""
+  two_stage_map = (names.COARSE if fine_stage.score_source == 'coarse'
+                   else names.TWO_STAGE)
+  return {f'{names.COARSE}_score': f'{names.COARSE}_map',
+          f'{names.TWO_STAGE}_score': f'{two_stage_map}_map'}
+
+
+def map_scores(coarse, maps: jax.Array) -> jax.Array:
+  """The coarse method's image scores [B] of whole maps [B, H, W], jit-able
+  (methods whose `scores_from_map()`)."""
+  return coarse.image_score(maps[..., None], {})
+
+
 def to_working(images: Sequence[np.ndarray], geometry: tiling.Geometry
                ) -> list[np.ndarray]:
   """uint8 RGB images [H, W, 3] resized to their working resolution."""
@@ -155,7 +178,90 @@ def to_working(images: Sequence[np.ndarray], geometry: tiling.Geometry
           for x in images]
 
 
-def run_images(runner: inference.TwoStage, geometry: tiling.Geometry,
+def square_program(runner: two_stage.TwoStage) -> Callable:
+  """images [B, S, S, 3] -> {'<output>_map': [B, S, S], '<output>_score': [B]}
+  of every output, with the trained variables fixed: the program that
+  `export` serialises. The FAS input is always made on device here (the host
+  path cannot be serialised); with the same superpixels it equals the host
+  one."""
+  if runner.fas is None:
+    def outputs(images):
+      return two_stage.coarse_only(runner.coarse, runner.cas, images)
+  else:
+    fine_input = fas.FineInput(runner.coarse, runner.refine_params, True)
+
+    def outputs(images):
+      return two_stage.two_stage(runner.fine, fine_input, runner.cas,
+                                 runner.fas, images)
+
+  def run(images):
+    return {k: v[..., 0] if k.endswith('_map') else v
+            for k, v in outputs(images).items() if k != 'fas_input'}
+  return run
+
+
+def program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
+            height: int, width: int, chunk: int) -> Callable:
+  """images [B, H, W, 3] in [0, 1] -> (maps [B, H, W], scores [B]) of the
+  final output, jit-able and serialisable, for one image size.
+
+  'squash' takes S x S images. 'pad' and 'tile' resize to the working size
+  with `jax.image.resize` (antialiased linear: close to, not bit-equal with,
+  the predictor's PIL resize; no resize when the working size is H x W, as
+  for 'tile' at scale 1), pad the canvas with its edge pixels, run the plan's
+  tiles `chunk` at a time per image, blend them with the window of
+  `ImageRunner` and score as it does.
+  """
+  square = square_program(runner)
+  final = runner.method
+  if geometry.mode == 'squash':
+    def run_square(images):
+      out = square(images)
+      return out[f'{final}_map'], out[f'{final}_score']
+    return run_square
+  wh, ww = geometry.working_size(height, width)
+  plan = geometry.plan(wh, ww)
+  s, count = plan.size, len(plan.tiles)
+  chunk = max(1, min(chunk, count))
+  n = -(-count // chunk)
+  window = jnp.asarray(tiling.window(s, geometry.blend))
+  norm = jnp.asarray(tiling.weights(plan, geometry.blend))
+  source = score_sources(runner.fine)[f'{final}_score']
+
+  def run(images):
+    b = images.shape[0]
+    if (wh, ww) != (height, width):
+      images = jax.image.resize(images, (b, wh, ww, 3), 'linear', antialias=True)
+    board = jnp.pad(images, ((0, 0), (plan.top, plan.canvas[0] - wh - plan.top),
+                             (plan.left, plan.canvas[1] - ww - plan.left),
+                             (0, 0)), mode='edge')
+    tiles = jnp.stack([board[:, y:y + s, x:x + s] for y, x in plan.tiles], 1)
+    tiles = jnp.pad(tiles, ((0, 0), (0, n * chunk - count)) + ((0, 0),) * 3)
+    chunks = jnp.swapaxes(tiles.reshape(b, n, chunk, s, s, 3), 0, 1)
+    out = jax.lax.map(lambda x: square(x.reshape(b * chunk, s, s, 3)), chunks)
+    # Per image and tile [B, T, ...], in the plan's order.
+    out = {k: jnp.swapaxes(v.reshape((n, b, chunk) + v.shape[2:]), 0, 1)
+           .reshape((b, n * chunk) + v.shape[2:])[:, :count]
+           for k, v in out.items()}
+    whole = {}
+    for key in {f'{final}_map', source}:
+      total = jnp.zeros((b,) + plan.canvas, jnp.float32)
+      for t, (y, x) in enumerate(plan.tiles):
+        total = total.at[:, y:y + s, x:x + s].add(out[key][:, t] * window)
+      whole[key] = (total / norm)[:, plan.top:plan.top + wh,
+                                  plan.left:plan.left + ww]
+    score = (map_scores(runner.coarse, whole[source])
+             if runner.coarse.scores_from_map()
+             else out[f'{final}_score'].max(axis=1))
+    maps = whole[f'{final}_map']
+    if (wh, ww) != (height, width):
+      maps = jax.image.resize(maps, (b, height, width), 'linear',
+                              antialias=True)
+    return maps, score
+  return run
+
+
+def run_images(runner: two_stage.TwoStage, geometry: tiling.Geometry,
                images, batch_size: int, sizes=None) -> dict[str, np.ndarray]:
   """Maps and scores of images loaded for `geometry` (`splits.load_split`):
   squash, arrays [N, S, S, 3] through `runner` as they are; pad and tile,

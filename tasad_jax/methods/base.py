@@ -49,7 +49,7 @@ class CoarseMethod(stage.Stage):
   def score_window(self) -> int:
     """The mean filter's window of map-max image scores (pixels)."""
     return scoring.window_for(
-        int(self.config.model.get('score_window', scoring.SCORE_WINDOW)),
+        int(self.config.model.score_window),
         int(self.config.data.image_size))
 
   @abc.abstractmethod

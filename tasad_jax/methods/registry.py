@@ -36,8 +36,9 @@ def register(cls: type) -> type:
 
 
 def _section(config, name: str) -> Any:
-  coarse = config.get('coarse') if hasattr(config, 'get') else config['coarse']
-  return coarse.get(name) if hasattr(coarse, 'get') else None
+  """config.coarse.<name> of a ConfigDict or a plain dict; None if absent
+  (a plugin's section, before `get` adds its defaults)."""
+  return config['coarse'].get(name)
 
 
 def import_plugins(config) -> None:

@@ -26,10 +26,8 @@ NETWORK = 'segmenter'
 
 
 def _norm(config) -> tuple[str, int]:
-  """(norm, norm_groups) of config.model; workdirs written before the fields
-  existed have the paper's BatchNorm."""
-  return (config.model.get('norm', 'batch'),
-          int(config.model.get('norm_groups', 8)))
+  """(norm, norm_groups) of config.model."""
+  return config.model.norm, int(config.model.norm_groups)
 
 
 def segmenter(config) -> models.Segmenter:

@@ -48,7 +48,10 @@ EXIT_USER_ERROR = UserInputError.exit_status
 
 
 def _fail(message: str, status: int = EXIT_USER_ERROR, prefix='error') -> None:
-  sys.stderr.write(f'{prefix}: ' + ' '.join(str(message).split()) + '\n')
+  """Prints each line of `message` as one `<prefix>: ...` line and exits."""
+  for line in str(message).split('\n'):
+    if line.strip():
+      sys.stderr.write(f'{prefix}: ' + ' '.join(line.split()) + '\n')
   sys.stderr.flush()
   sys.exit(status)
 

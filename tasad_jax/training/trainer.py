@@ -18,83 +18,41 @@ import time
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tasad_jax.data import splits
-from tasad_jax.core import names
-from tasad_jax.runtime import checkpointing, distributed, fileio, preemption
-from tasad_jax.fine import fas as fine
-from tasad_jax.data import holdout, weak_labels as labelled
-from tasad_jax import methods
-from tasad_jax.core import scoring, sharding, stage as stage_lib, train_state
+from tasad_jax.config import saved, schema
+from tasad_jax.core import sharding, stage as stage_lib
+from tasad_jax.data import holdout, splits, weak_labels as labelled
+from tasad_jax.fine import stages
 from tasad_jax.inference import thresholds
+from tasad_jax.runtime import checkpointing, distributed, preemption
 from tasad_jax.runtime.checkpointing import checkpoint_dir
 from tasad_jax.runtime.errors import Preempted, TrainingFault, UserInputError
-
-# The stages by their config.stages name (also their checkpoint folders).
-STAGES = {names.COARSE_STAGE: methods.get, names.FINE_STAGE: fine.FineStage}
-
-
-def build_stage(config, name: str) -> stage_lib.Stage:
-  """The stage that `name` ('cas' or 'fas') names, for `config`."""
-  if name not in STAGES:
-    raise UserInputError(f'config.stages: unknown stage {name!r}; use '
-                         f'{tuple(STAGES)}')
-  built = STAGES[name](config)
-  built.check_config()
-  return built
-
 
 def restore_stage(config, workdir: str, name: str, mesh, step: int | None = None):
   """The train state of stage `name` in `workdir` (the latest, or `step`),
   replicated."""
   return checkpointing.restore(
-      workdir, name, build_stage(config, name).abstract_state(mesh), step)
+      workdir, name, stages.build_stage(config, name).abstract_state(mesh), step)
 
 
-def check_config(config, workdir: str) -> None:
-  """Checks training fields; raises UserInputError naming the field."""
+def check_workdir(workdir: str) -> None:
+  """Raises UserInputError when `workdir` cannot be a training workdir."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserInputError(f'{workdir}: workdir exists and is not a folder')
-  devices = jax.device_count()
-  if config.train.batch_size % devices or config.train.batch_size < 1:
-    raise UserInputError(f'config.train.batch_size: {config.train.batch_size} '
-                         f'is not divisible by the {devices} devices')
-  try:
-    jnp.dtype(config.model.dtype)
-  except TypeError:
-    raise UserInputError(f'config.model.dtype: unknown dtype '
-                         f'{config.model.dtype!r}') from None
-  kind, warmup = train_state.schedule_fields(config.train)
-  if kind not in train_state.SCHEDULES:
-    raise UserInputError(f'config.train.lr_schedule: {kind!r} must be one of '
-                         f'{train_state.SCHEDULES}')
-  if not 0.0 <= warmup < 1.0:
-    raise UserInputError('config.train.lr_warmup: must be a fraction of the '
-                         'steps in [0, 1)')
-  for name in config.stages:
-    if build_stage(config, name).num_steps < 1:
-      raise UserInputError(f'config.train.{name}_steps: must be >= 1')
-  scoring.window_for(config.model.score_window, config.data.image_size)
-
-
-def _write_config(config, workdir: str) -> None:
-  fileio.write_text(os.path.join(workdir, 'config.json'),
-                    config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Trains the stages in `config.stages` in `workdir` (resuming if possible)."""
   from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   distributed.initialize(config)
-  check_config(config, workdir)
-  input_pipeline.check_config(config)
+  check_workdir(workdir)
+  schema.check(config, schema.TRAIN)
   os.makedirs(workdir, exist_ok=True)
   with preemption.WorkdirLock(workdir), preemption.StopOnSigterm() as stop:
     if jax.process_index() == 0:
-      _write_config(config, workdir)
+      saved.write(config, workdir)
     mesh = sharding.make_mesh()
     train_images, held_out = holdout.split_holdout(
         splits.load_split(config, 'train')['image'],
@@ -106,7 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
       data = input_pipeline.load_train_data(config, name, train_images,
                                             cas_pool, real)
       cas_pool = data.sources
-      train_stage(config, workdir, build_stage(config, name), data, mesh, stop)
+      train_stage(config, workdir, stages.build_stage(config, name), data, mesh, stop)
     calibrate(config, workdir, held_out if len(held_out) else train_images, mesh)
 
 

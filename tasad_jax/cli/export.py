@@ -1,0 +1,46 @@
+"""`tasad-export` (`export.py`): exports a trained model for serving.
+
+  tasad-export --workdir=runs/bottle --output=bottle.stablehlo
+  tasad-export --workdir=runs/bottle --output=bottle_savedmodel --format=saved_model
+
+`stablehlo` (default) serialises the two-stage program with `jax.export`, batch
+dimension symbolic; `saved_model` writes a TensorFlow SavedModel via jax2tf.
+A model trained with `config.data.resize` 'pad' or 'tile' is exported for one
+image size, `--height` and `--width`, with its padding or tiling inside.
+"""
+
+from absl import flags
+
+from tasad_jax.cli import app
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
+  flags.DEFINE_integer('restore_step', 0, 'Checkpoint step of each stage to '
+                       'use (0 = the latest).')
+  flags.DEFINE_string('output', None, 'File (stablehlo) or folder (saved_model).')
+  flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'saved_model'],
+                    'Serialisation format.')
+  flags.DEFINE_integer('height', 0, "Image height to serve ('pad' and 'tile' "
+                       'models; squash models take the training size).')
+  flags.DEFINE_integer('width', 0, 'Image width to serve (as --height).')
+  flags.mark_flags_as_required(['workdir', 'output'])
+
+
+def main(argv):
+  del argv  # Checked by cli_main.
+  from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
+  height, width = export.export(FLAGS.workdir, FLAGS.output, FLAGS.format,
+                                FLAGS.height, FLAGS.width, FLAGS.restore_step)
+  print(f'Wrote {FLAGS.output} ({FLAGS.format}, images [batch, {height}, '
+        f'{width}, 3] float32 in [0, 1])')
+
+
+def run(argv=None) -> None:
+  app.run(main, define_flags, argv=argv)
+
+
+if __name__ == '__main__':
+  run()

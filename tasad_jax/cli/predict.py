@@ -1,0 +1,44 @@
+"""`tasad-predict` (`predict.py`): scores image files with a trained model.
+
+  tasad-predict --workdir=runs/bottle --input='photos/*.png' --output=out
+
+Writes out/scores.csv (path, score, decision, error), out/masks/*.png,
+out/heatmaps/*.png and out/index.html (the images by score, heat maps
+inline). Unreadable files become error rows; the run goes on.
+"""
+
+import os
+
+from absl import flags
+
+from tasad_jax.cli import app
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
+  flags.DEFINE_integer('restore_step', 0, 'Checkpoint step of each stage to '
+                       'use (0 = the latest).')
+  flags.DEFINE_string('input', None, 'An image file, a folder, or a glob.')
+  flags.DEFINE_string('output', None, 'Folder for scores.csv, masks, heat maps.')
+  flags.DEFINE_integer('batch_size', 16, 'Images per batch.')
+  flags.mark_flags_as_required(['workdir', 'input', 'output'])
+
+
+def main(argv):
+  del argv  # Checked by cli_main.
+  from tasad_jax.inference import batch_predict  # pylint: disable=g-import-not-at-top
+  counts = batch_predict.predict_files(FLAGS.workdir, FLAGS.input, FLAGS.output,
+                                       FLAGS.batch_size,
+                                       restore_step=FLAGS.restore_step)
+  print(f'{counts["scored"]} images scored, {counts["failed"]} unreadable; '
+        f'{os.path.join(FLAGS.output, "scores.csv")}')
+
+
+def run(argv=None) -> None:
+  app.run(main, define_flags, argv=argv)
+
+
+if __name__ == '__main__':
+  run()
