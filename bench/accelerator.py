@@ -43,7 +43,7 @@ import numpy as np
 
 from tasad_jax.config.presets import default  # pylint: disable=g-import-not-at-top
 from tasad_jax.fine import fas as fine
-from tasad_jax.inference import two_stage as inference
+from tasad_jax.inference import two_stage
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage
 
@@ -159,7 +159,7 @@ def bench_batch(config, mesh, batch: int, peak: float, args) -> dict:
   images = _host_batch(batch, size)['image']
   rates = {}
   for on_device in (True, False):
-    runner = inference.TwoStage(
+    runner = two_stage.TwoStage(
         fas, cas_variables, fas.inference_variables(fas.create_state(mesh)),
         fine.refine_params(config, training=False), mesh, on_device=on_device)
     seconds = _median_s(lambda runner=runner: runner(images), args.warmup,

@@ -21,8 +21,8 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from tasad_jax.config.presets import default  # pylint: disable=g-import-not-at-top
-from tasad_jax.fine import fas as fine
-from tasad_jax.inference import two_stage as inference
+from tasad_jax.fine import fas
+from tasad_jax.inference import two_stage
 from tasad_jax.core import sharding
 
 SETTINGS = {'tiny': (32, 4), 'demo': (128, 16), 'paper': (256, 128)}
@@ -48,16 +48,16 @@ def main():
     size, width = SETTINGS[name]
     config = default.get_config()
     config.data.image_size, config.model.width = size, width
-    fine_stage = fine.FineStage(config)
+    fine_stage = fas.FineStage(config)
     coarse = fine_stage.coarse
     variables = [coarse.inference_variables(coarse.create_state(mesh)),
                  fine_stage.inference_variables(fine_stage.create_state(mesh))]
-    params = fine.refine_params(config, training=False)
+    params = fas.refine_params(config, training=False)
     images = np.random.default_rng(0).random(
         (args.batch, size, size, 3)).astype(np.float32)
     rates = {}
     for on_device in (True, False):
-      runner = inference.TwoStage(fine_stage, *variables, params, mesh,
+      runner = two_stage.TwoStage(fine_stage, *variables, params, mesh,
                                   on_device=on_device)
       rates[on_device] = images_per_s(runner, images, args.repeats)
     print(json.dumps({

@@ -20,7 +20,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tasad_jax.config.presets import demo  # pylint: disable=g-import-not-at-top
 from tasad_jax.data import splits
-from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax.data import pipeline
 
 
 def main():
@@ -34,11 +34,11 @@ def main():
   config = demo.get_config()
   config.data.image_size = args.size
   train_images = splits.load_split(config, 'train')['image']
-  cas = input_pipeline.load_train_data(config, 'cas', train_images)
-  fas = input_pipeline.load_train_data(config, 'fas', train_images, cas.sources)
+  cas = pipeline.load_train_data(config, 'cas', train_images)
+  fas = pipeline.load_train_data(config, 'fas', train_images, cas.sources)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
   for stage, data in (('cas', cas), ('fas', fas)):
-    it = input_pipeline.train_dataset(
+    it = pipeline.train_dataset(
         data, config, stage, batch_size=args.batch, process_index=0,
         process_count=1).as_numpy_iterator()
     for _ in range(args.warmup):

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
-from tasad_jax.fine import selection as refine, slic as superpixels  # pylint: disable=g-import-not-at-top
+from tasad_jax.fine import selection, slic as superpixels  # pylint: disable=g-import-not-at-top
 from tasad_jax.data import mvtec
 
 
@@ -57,12 +57,12 @@ def main():
   data = mvtec.load_samples(defects, args.size)
   images = data['image'].astype(np.float32) / 255.0
   masks = data['mask'][..., 0]
-  params = refine.RefineParams(n_segments=args.n_segments)
+  params = selection.RefineParams(n_segments=args.n_segments)
   slic = jax.jit(lambda x: superpixels.slic(x, params.n_segments,
                                             params.compactness, params.sigma))
   ours = np.concatenate([np.asarray(slic(jnp.asarray(images[i:i + 8])))
                          for i in range(0, len(images), 8)])
-  theirs = np.stack([refine.superpixels(img, params) for img in images])
+  theirs = np.stack([selection.superpixels(img, params) for img in images])
   for name, labels in (('jax', ours), ('skimage', theirs)):
     recalls = [r for r in (boundary_recall(l, m) for l, m in zip(labels, masks))
                if r is not None]
@@ -75,7 +75,7 @@ def main():
 
   batch = jnp.asarray(images[:8])
   coarse = np.asarray(masks[:8, ..., None], np.float32) * 0.5
-  fas = jax.jit(lambda c, x: refine.fas_inputs_device(c, x, params)[0])
+  fas = jax.jit(lambda c, x: selection.fas_inputs_device(c, x, params)[0])
 
   def timed(fn, repeats=3):
     jax.block_until_ready(fn())
@@ -84,8 +84,8 @@ def main():
       jax.block_until_ready(fn())
     return (time.perf_counter() - start) / repeats / len(batch)
 
-  host_slic = timed(lambda: [refine.superpixels(img, params) for img in images[:8]])
-  host_fas = timed(lambda: refine.fas_inputs(coarse, images[:8], params,
+  host_slic = timed(lambda: [selection.superpixels(img, params) for img in images[:8]])
+  host_fas = timed(lambda: selection.fas_inputs(coarse, images[:8], params,
                                              num_threads=1))
   print(json.dumps({
       'bench': 'superpixel_speed', 'backend': jax.default_backend(),

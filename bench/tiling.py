@@ -3,7 +3,7 @@
   python bench/tiling.py [--height 2000] [--width 1200] [--tile 256]
                          [--batches 4 16 64]
 
-Runs `tiled_inference.ImageRunner` ('tile', Hann blending, stride tile/2) on
+Runs `whole_image.ImageRunner` ('tile', Hann blending, stride tile/2) on
 one uint8 image with a stand-in network (a NumPy 3x3 mean of the tiles, two
 outputs like CAS and CAS+FAS) and prints a JSON line per batch size: the
 tracemalloc peak of the run (NumPy buffers: the canvas, the tile batch, the
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 from scipy import ndimage
 
-from tasad_jax.inference import whole_image as tiled_inference  # pylint: disable=g-import-not-at-top
+from tasad_jax.inference import whole_image  # pylint: disable=g-import-not-at-top
 from tasad_jax.core import tiling
 
 MB = 2 ** 20
@@ -52,7 +52,7 @@ def main():
   tiles = len(geometry.plan(args.height, args.width).tiles)
   tile_bytes = args.tile ** 2 * (3 + 2) * 4  # float32 RGB tile + two maps.
   for batch in args.batches:
-    runner = tiled_inference.ImageRunner(
+    runner = whole_image.ImageRunner(
         stand_in, lambda m: float(m.max()), geometry, batch)
     tracemalloc.start()
     start = time.perf_counter()

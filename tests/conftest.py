@@ -159,9 +159,9 @@ def tiny_workdir():
   """A workdir trained once per session with configs/tiny.py (both stages,
   thresholds)."""
   from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
-  from tasad_jax.training import trainer as train  # pylint: disable=g-import-not-at-top
+  from tasad_jax.training import trainer  # pylint: disable=g-import-not-at-top
   return shared_workdir(
-      'tiny', lambda path: train.train_and_evaluate(tiny.get_config(), path))
+      'tiny', lambda path: trainer.train_and_evaluate(tiny.get_config(), path))
 
 
 @pytest.fixture(scope='session')
@@ -221,9 +221,9 @@ def write_easy_tree(root, category='plain', size=32, seed=0):
 def exported_stablehlo(model, tmp_path):
   """`model` (a predictor) exported to StableHLO and loaded back."""
   import jax  # pylint: disable=g-import-not-at-top
-  from tasad_jax.deploy import export as exporting  # pylint: disable=g-import-not-at-top
+  from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'model.stablehlo')
-  exporting.export_stablehlo(model, path)
+  export.export_stablehlo(model, path)
   with open(path, 'rb') as f:
     return jax.export.deserialize(f.read())
 

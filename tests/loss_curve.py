@@ -20,7 +20,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # pylint: disable=g-import-not-at-top
 
 from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
-from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax.data import pipeline
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage
 
@@ -30,7 +30,7 @@ def _curve(config, data, mesh, num):
   method = methods.get(config)
   state = method.create_state(mesh)
   program_at = stage.compile_phases(method, state, mesh)
-  stream = input_pipeline.train_dataset(data, config, 'cas',
+  stream = pipeline.train_dataset(data, config, 'cas',
                                         batch_size=config.train.batch_size)
   losses, curves = [], {}
   with jax.set_mesh(mesh):
@@ -50,7 +50,7 @@ def curves(steps: int, coarse: list[str]) -> dict:
   config = tiny.get_config()
   config.train.cas_steps = steps
   mesh = sharding.make_mesh()
-  data = input_pipeline.load_train_data(config, 'cas')
+  data = pipeline.load_train_data(config, 'cas')
   out = {}
   for name in coarse:
     config.coarse.name = name

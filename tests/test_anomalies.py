@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 
 from tasad_jax.config import schema
-from tasad_jax.data import (pseudo_anomalies as anomalies,
-                            pipeline as input_pipeline)
+from tasad_jax.data import (pseudo_anomalies,
+                            pipeline)
 
-P = anomalies.AnomalyParams()
+P = pseudo_anomalies.AnomalyParams()
 
 
 def _seed(i):
@@ -22,7 +22,7 @@ def test_saim_pastes_ten_percent_of_whole_segments():
   image = tf.zeros([size, size, 3])
   source = tf.ones([size, size, 3])
   for i in range(20):
-    out, mask = anomalies.saim(image, source, tf.constant(segments), 16,
+    out, mask = pseudo_anomalies.saim(image, source, tf.constant(segments), 16,
                                _seed(i), P)
     m = mask.numpy()[..., 0]
     assert m.sum() == side * side  # max(1, floor(1.6)) = 1 whole segment.
@@ -30,13 +30,13 @@ def test_saim_pastes_ten_percent_of_whole_segments():
     assert ((cells.min(axis=(1, 3)) == cells.max(axis=(1, 3)))).all()
     np.testing.assert_array_equal(out.numpy(), np.repeat(mask.numpy(), 3, -1))
   many = np.arange(size * size).reshape(size, size) // 16 + 1  # 100 segments.
-  _, mask = anomalies.saim(image, source, tf.constant(many), 100, _seed(0), P)
+  _, mask = pseudo_anomalies.saim(image, source, tf.constant(many), 100, _seed(0), P)
   assert mask.numpy().sum() == 10 * 16  # 10% of 100, drawn without repeats.
 
 
 def test_augment_source_stays_in_range_and_changes_colours():
   src = tf.random.stateless_uniform([32, 32, 3], [1, 2])
-  outs = [anomalies.augment_source(src, _seed(i), P).numpy() for i in range(20)]
+  outs = [pseudo_anomalies.augment_source(src, _seed(i), P).numpy() for i in range(20)]
   for out in outs:
     assert out.min() >= 0.0 and out.max() <= 1.0
   assert np.mean([np.abs(o - src.numpy()).mean() > 0.01 for o in outs]) > 0.9
@@ -47,7 +47,7 @@ def test_perlin_blend_and_beta_range():
   source = tf.random.stateless_uniform([64, 64, 3], [5, 6])
   betas, anomalous = [], 0
   for i in range(100):
-    out, mask, beta = anomalies.perlin(image, source, _seed(i), P)
+    out, mask, beta = pseudo_anomalies.perlin(image, source, _seed(i), P)
     beta = float(beta)
     betas.append(beta)
     m = mask.numpy()
@@ -61,16 +61,16 @@ def test_perlin_blend_and_beta_range():
 
 
 def test_perlin_noise_resolutions():
-  smooth = anomalies.perlin_noise(64, 64, 1, 1, _seed(0)).numpy()
-  rough = anomalies.perlin_noise(64, 64, 32, 32, _seed(0)).numpy()
+  smooth = pseudo_anomalies.perlin_noise(64, 64, 1, 1, _seed(0)).numpy()
+  rough = pseudo_anomalies.perlin_noise(64, 64, 32, 32, _seed(0)).numpy()
   assert smooth.shape == (64, 64) and np.abs(smooth).max() < 1.5
   step = lambda x: np.abs(np.diff(x, axis=1)).mean()
   assert step(rough) > 5 * step(smooth)
 
 
 def _samples(config, n=200, stage='cas'):
-  data = input_pipeline.load_train_data(config, stage)
-  ds = input_pipeline.train_dataset(data, config, stage, batch_size=n,
+  data = pipeline.load_train_data(config, stage)
+  ds = pipeline.train_dataset(data, config, stage, batch_size=n,
                                     process_index=0, process_count=1)
   return next(ds.as_numpy_iterator())
 

@@ -11,15 +11,15 @@ import tensorflow as tf
 
 from conftest import exported_stablehlo, run_script, train_steps
 from tasad_jax.config.presets import tiny
-from tasad_jax.data import pseudo_anomalies as anomalies
+from tasad_jax.data import pseudo_anomalies
 from tasad_jax import methods
 from tasad_jax.core import metrics, sharding
 from tasad_jax.inference import predictor, thresholds
-from tasad_jax.training import trainer as train
+from tasad_jax.training import trainer
 from tasad_jax.runtime.errors import UserInputError
-from tasad_jax.methods import anoseg
+from tasad_jax.methods import anoseg, anoseg_hard
 
-P = anomalies.AnomalyParams(methods=('anoseg_hard',))
+P = pseudo_anomalies.AnomalyParams(methods=('anoseg_hard',))
 
 
 def _anoseg_config(**settings):
@@ -35,7 +35,7 @@ def test_hard_augmentation_mask_is_exactly_the_pasted_box():
   image = tf.random.stateless_uniform([40, 40, 3], [1, 2])
   areas = []
   for i in range(30):
-    out, mask = anomalies.anoseg_hard(image, tf.constant([5, i], tf.int64), P)
+    out, mask = anoseg_hard.anoseg_hard(image, tf.constant([5, i], tf.int64), P)
     m, changed = mask.numpy()[..., 0], np.abs(out.numpy() - image.numpy()).max(-1)
     ys, xs = np.nonzero(m)
     box = np.zeros_like(m)
@@ -54,11 +54,11 @@ def test_hard_augmentation_in_the_stream_and_normal_samples_are_empty():
   source = tf.zeros([32, 32, 3])
   segments, counts = tf.ones([1, 32, 32], tf.int32), tf.constant([1])
   for probability, anomalous in ((1.0, False), (0.0, True)):
-    params = anomalies.AnomalyParams(methods=('saim',),
+    params = pseudo_anomalies.AnomalyParams(methods=('saim',),
                                      coarse_methods=('anoseg_hard',),
                                      normal_probability=probability)
     for i in range(5):
-      sample = anomalies.synthesize(image, source, segments, counts,
+      sample = pseudo_anomalies.synthesize(image, source, segments, counts,
                                     tf.constant([9, i], tf.int64),
                                     params.for_stage('cas'))
       mask = sample['mask'].numpy()
@@ -68,11 +68,11 @@ def test_hard_augmentation_in_the_stream_and_normal_samples_are_empty():
         np.testing.assert_array_equal(sample['augmented'].numpy(), image.numpy())
       else:  # The source (zeros) is never pasted: the image itself is.
         assert sample['augmented'].numpy()[mask[..., 0] > 0].mean() > 0.05
-  params = anomalies.AnomalyParams(coarse_methods=('anoseg_hard',))
+  params = pseudo_anomalies.AnomalyParams(coarse_methods=('anoseg_hard',))
   assert params.for_stage('cas').methods == ('anoseg_hard',)
   assert params.for_stage('fas').methods == ('saim', 'perlin')
   with pytest.raises(ValueError, match='coarse_methods'):
-    anomalies.AnomalyParams(coarse_methods=('nope',))
+    pseudo_anomalies.AnomalyParams(coarse_methods=('nope',))
 
 
 def test_coord_channels_are_x_then_y_in_minus_one_to_one():
@@ -170,7 +170,7 @@ def test_anoseg_with_fas_end_to_end(tmp_path):
   config.train.checkpoint_every = 80
   config.train.log_every = 20
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   flags = [f'--workdir={workdir}', f'--config.data.root={root}',
            '--config.data.category=tile', '--config.coarse.name=anoseg',
            '--config.model.width=8', '--config.coarse.anoseg.disc_width=8']

@@ -12,7 +12,7 @@ from conftest import exported_stablehlo, run_script
 from tasad_jax.config.presets import tiny
 from tasad_jax.runtime import checkpointing
 from tasad_jax.evaluation import evaluate
-from tasad_jax.data import weak_labels as labelled
+from tasad_jax.data import weak_labels
 from tasad_jax import methods
 from tasad_jax.inference import predictor
 from tasad_jax.core import sharding, stage, train_state
@@ -169,7 +169,7 @@ def test_cavga_with_fas_end_to_end(tmp_path, mvtec_tree):
                       '--config.train.fas_steps=2',
                       '--config.data.labelled_rate=0.5')
   assert result.returncode == 0, result.stderr[-3000:]
-  with open(os.path.join(workdir, labelled.RECORD)) as f:
+  with open(os.path.join(workdir, weak_labels.RECORD)) as f:
     files = json.load(f)['files']
   # 'crack' has 2 images, 'hole' 1: one crack is trained on, none of hole.
   assert [os.path.basename(os.path.dirname(p)) for p in files] == ['crack']

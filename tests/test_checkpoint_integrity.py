@@ -14,8 +14,8 @@ import pytest
 
 from conftest import run_script
 from tasad_jax.runtime import (checkpointing,
-                               checkpoint_integrity as ckpt_integrity)
-from tasad_jax.training import trainer as train
+                               checkpoint_integrity)
+from tasad_jax.training import trainer
 from tasad_jax.runtime.errors import CheckpointWriteError
 
 
@@ -65,25 +65,25 @@ def cas_config(tiny_config):
 def test_every_damage_is_named_and_training_falls_back_exactly(
     cas_config, tmp_path, capfd):
   workdir = str(tmp_path / 'w')
-  train.train_and_evaluate(cas_config, workdir)
+  trainer.train_and_evaluate(cas_config, workdir)
   folder = os.path.join(workdir, 'checkpoints', 'cas')
   for step in ('3', '6'):
-    assert ckpt_integrity.has_manifest(os.path.join(folder, step))
-  reference = _leaves(train.restore_stage(cas_config, workdir, 'cas',
-                                          train.sharding.make_mesh()))
+    assert checkpoint_integrity.has_manifest(os.path.join(folder, step))
+  reference = _leaves(trainer.restore_stage(cas_config, workdir, 'cas',
+                                          trainer.sharding.make_mesh()))
   for damage in DAMAGES:
     file = damage(os.path.join(folder, '6'))
-    with pytest.raises(ckpt_integrity.DamagedCheckpoint, match=file.replace(
+    with pytest.raises(checkpoint_integrity.DamagedCheckpoint, match=file.replace(
         '.', r'\.')):
-      ckpt_integrity.verify(os.path.join(folder, '6'))
+      checkpoint_integrity.verify(os.path.join(folder, '6'))
     capfd.readouterr()
-    train.train_and_evaluate(cas_config, workdir)  # Falls back to step 3.
+    trainer.train_and_evaluate(cas_config, workdir)  # Falls back to step 3.
     warnings = [l for l in capfd.readouterr().err.splitlines()
                 if l.startswith('warning:')]
     assert len(warnings) == 1 and os.path.join(folder, '6:') in warnings[0] and (
         file in warnings[0]), warnings
-    resumed = _leaves(train.restore_stage(cas_config, workdir, 'cas',
-                                          train.sharding.make_mesh()))
+    resumed = _leaves(trainer.restore_stage(cas_config, workdir, 'cas',
+                                          trainer.sharding.make_mesh()))
     for a, b in zip(resumed, reference):
       np.testing.assert_array_equal(a, b)  # = the uninterrupted run.
   moved = sorted(os.listdir(folder + '.damaged'))
@@ -115,13 +115,13 @@ def test_checkpoints_without_checksums_still_restore(tiny_workdir, tiny_config,
   workdir = str(tmp_path / 'w')
   shutil.copytree(tiny_workdir, workdir)
   step_dir = os.path.join(workdir, 'checkpoints', 'cas', '6')
-  os.remove(os.path.join(step_dir, ckpt_integrity.MANIFEST))
-  assert not ckpt_integrity.verify(step_dir)
-  state = train.restore_stage(tiny_config, workdir, 'cas',
-                              train.sharding.make_mesh())
+  os.remove(os.path.join(step_dir, checkpoint_integrity.MANIFEST))
+  assert not checkpoint_integrity.verify(step_dir)
+  state = trainer.restore_stage(tiny_config, workdir, 'cas',
+                              trainer.sharding.make_mesh())
   assert int(state.step) == 6
-  for a, b in zip(_leaves(state), _leaves(train.restore_stage(
-      tiny_config, tiny_workdir, 'cas', train.sharding.make_mesh()))):
+  for a, b in zip(_leaves(state), _leaves(trainer.restore_stage(
+      tiny_config, tiny_workdir, 'cas', trainer.sharding.make_mesh()))):
     np.testing.assert_array_equal(a, b)  # The same arrays, unverified.
 
 
@@ -137,10 +137,10 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_last_checkpoint(
 
   monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
   with pytest.raises(CheckpointWriteError) as failure:
-    train.train_and_evaluate(cas_config, workdir)
+    trainer.train_and_evaluate(cas_config, workdir)
   message = str(failure.value)
   assert '\n' not in message and 'No space left on device' in message
   folder = os.path.join(workdir, 'checkpoints', 'cas')
   assert folder in message and 'step 3' in message
-  assert ckpt_integrity.verify(os.path.join(folder, '3'))
+  assert checkpoint_integrity.verify(os.path.join(folder, '3'))
   assert checkpointing.Checkpointer(folder).all_steps() == [3]

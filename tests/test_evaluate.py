@@ -174,13 +174,13 @@ def test_fine_score_coarse_keeps_the_coarse_image_score(trained, tmp_path):
   for key in ('pixel_auroc', 'pixel_ap', 'aupro'):  # Another program: ulps.
     assert report['tasad'][key] == pytest.approx(combined['tasad'][key],
                                                  abs=1e-6), key
-  from tasad_jax.inference import two_stage as inference  # pylint: disable=g-import-not-at-top
+  from tasad_jax.inference import two_stage  # pylint: disable=g-import-not-at-top
   from tasad_jax.core import sharding
   images = np.random.default_rng(0).integers(
       0, 256, (5, config.data.image_size, config.data.image_size, 3), np.uint8)
   for on_device in (True, False):  # The jitted program and the host path.
     coarse.refine.on_device = on_device
-    out = inference.TwoStage.from_workdir(coarse, run, sharding.make_mesh()
+    out = two_stage.TwoStage.from_workdir(coarse, run, sharding.make_mesh()
                                           ).run(images, 5)
     np.testing.assert_array_equal(out['tasad_score'], out['cas_score'])
   coarse.model.fine_score = 'max'
@@ -205,10 +205,10 @@ def test_host_and_device_fas_inputs_give_close_metrics(trained):
 def test_short_last_batch_reuses_the_compiled_program(trained):
   """Many images in batches: the remainder runs padded through the program
   of a full batch, and every row's outputs are those of one large batch."""
-  from tasad_jax.inference import two_stage as inference  # pylint: disable=g-import-not-at-top
+  from tasad_jax.inference import two_stage  # pylint: disable=g-import-not-at-top
   from tasad_jax.core import sharding
   config, workdir = trained
-  runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
+  runner = two_stage.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
   images = np.random.default_rng(0).integers(
       0, 256, (5, config.data.image_size, config.data.image_size, 3), np.uint8)
   in_threes = runner.run(images, 3)  # Batches of 3 and 2 (padded to 3).

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax.data import pipeline
 from tasad_jax.runtime.errors import UserInputError
 
 
@@ -11,13 +11,13 @@ from tasad_jax.runtime.errors import UserInputError
 def cas_data():
   from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
-  return config, input_pipeline.load_train_data(config, 'cas')
+  return config, pipeline.load_train_data(config, 'cas')
 
 
 def _batches(data, config, n, **kwargs):
   kwargs.setdefault('process_index', 0)
   kwargs.setdefault('process_count', 1)
-  ds = input_pipeline.train_dataset(data, config, 'cas', **kwargs)
+  ds = pipeline.train_dataset(data, config, 'cas', **kwargs)
   return [b for b, _ in zip(ds.as_numpy_iterator(), range(n))]
 
 
@@ -55,7 +55,7 @@ def test_processes_split_each_global_batch(cas_data):
               for k in global_batches[step]}
     _assert_equal(global_batches[step], joined)
   with pytest.raises(UserInputError, match='batch_size'):
-    input_pipeline.train_dataset(data, config, 'cas', batch_size=5,
+    pipeline.train_dataset(data, config, 'cas', batch_size=5,
                                  process_index=0, process_count=2)
 
 
@@ -72,7 +72,7 @@ def test_every_image_is_seen_once_per_epoch(cas_data):
 
 def test_fine_stage_adds_the_category_images(cas_data):
   config, cas = cas_data
-  fas = input_pipeline.load_train_data(config, 'fas', cas.images, cas.sources)
+  fas = pipeline.load_train_data(config, 'fas', cas.images, cas.sources)
   expected = round(config.anomaly.fas_source_fraction * len(cas.pool))
   assert len(fas.pool) == max(1, expected) + len(cas.images)
   np.testing.assert_array_equal(fas.pool.images[-len(cas.images):], cas.images)

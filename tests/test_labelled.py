@@ -10,7 +10,7 @@ import pytest
 from conftest import write_tree
 from tasad_jax.config.presets import tiny
 from tasad_jax.data import splits
-from tasad_jax.data import pipeline as input_pipeline, weak_labels as labelled
+from tasad_jax.data import pipeline, weak_labels
 from tasad_jax.runtime.errors import UserInputError
 
 
@@ -33,8 +33,8 @@ def test_labelled_test_images_never_reach_the_evaluated_set(tmp_path):
   config = _config(root, 'test:2')
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
-  used = labelled.for_training(config, workdir)
-  with open(os.path.join(workdir, labelled.RECORD)) as f:
+  used = weak_labels.for_training(config, workdir)
+  with open(os.path.join(workdir, weak_labels.RECORD)) as f:
     files = json.load(f)['files']
   assert len(files) == 4 and sorted(used['defect_type']) == ['crack'] * 2 + ['hole'] * 2
   assert used['label'].all() and used['image'].shape == (4, 32, 32, 3)
@@ -45,7 +45,7 @@ def test_labelled_test_images_never_reach_the_evaluated_set(tmp_path):
   unconfigured = _config(root, '')
   for c, w in ((config, workdir), (unconfigured, workdir),
                (config, str(tmp_path / 'elsewhere'))):
-    rest, n = labelled.exclude(c, w, split)
+    rest, n = weak_labels.exclude(c, w, split)
     assert n == 4 and len(rest['path']) == len(split['path']) - 4
     assert not set(files) & real(rest['path'])
     assert set(rest) == set(split)
@@ -54,9 +54,9 @@ def test_labelled_test_images_never_reach_the_evaluated_set(tmp_path):
   counts = {}
   for defect, label in zip(split['defect_type'], split['label']):
     counts[defect] = counts.get(defect, 0) + int(label > 0)
-  assert labelled.choose_from_test(split, 9, 1).size == sum(
+  assert weak_labels.choose_from_test(split, 9, 1).size == sum(
       max(n - 1, 0) for d, n in counts.items() if n)
-  assert labelled.exclude(unconfigured, str(tmp_path / 'none'), split)[1] == 0
+  assert weak_labels.exclude(unconfigured, str(tmp_path / 'none'), split)[1] == 0
 
 
 def test_labelled_folder_and_bad_fields(tmp_path):
@@ -64,26 +64,26 @@ def test_labelled_folder_and_bad_fields(tmp_path):
   write_tree(root)
   write_tree(extra, category='more', seed=1)
   folder = os.path.join(extra, 'more')
-  loaded = labelled.load(_config(root, folder))
+  loaded = weak_labels.load(_config(root, folder))
   assert sorted(loaded['defect_type']) == ['crack', 'crack', 'hole']
   split = splits.load_split(_config(root, folder), 'test')
-  assert labelled.exclude(_config(root, folder), str(tmp_path), split)[1] == 0
+  assert weak_labels.exclude(_config(root, folder), str(tmp_path), split)[1] == 0
   with pytest.raises(UserInputError, match='config.data.labelled_anomalies'):
-    labelled.load(_config(root, 'test:two'))
+    weak_labels.load(_config(root, 'test:two'))
   with pytest.raises(UserInputError, match='not found'):
-    labelled.load(_config(root, str(tmp_path / 'missing')))
+    weak_labels.load(_config(root, str(tmp_path / 'missing')))
   with pytest.raises(UserInputError, match='config.data.labelled_rate'):
-    labelled.load(_config(root, 'test:1', rate=1.5))
+    weak_labels.load(_config(root, 'test:1', rate=1.5))
 
 
 def test_stream_mixes_real_defects_at_the_rate_per_sample_seed(tmp_path):
   config = tiny.get_config()
   config.data.labelled_anomalies, config.data.labelled_rate = 'test:1', 0.3
-  real = labelled.load(config)
-  data = input_pipeline.load_train_data(config, 'cas', labelled=real)
+  real = weak_labels.load(config)
+  data = pipeline.load_train_data(config, 'cas', labelled=real)
 
   def batches(start, n, d=data):
-    it = input_pipeline.train_dataset(d, config, 'cas', batch_size=8,
+    it = pipeline.train_dataset(d, config, 'cas', batch_size=8,
                                       start_step=start, process_index=0,
                                       process_count=1).as_numpy_iterator()
     return [next(it) for _ in range(n)]
@@ -100,7 +100,7 @@ def test_stream_mixes_real_defects_at_the_rate_per_sample_seed(tmp_path):
   for key in ('augmented', 'mask', 'real'):
     np.testing.assert_array_equal(batches(4, 1)[0][key], mixed[4][key])
   # The other samples are the pseudo-anomalies of a run without real defects.
-  plain = batches(0, 6, input_pipeline.load_train_data(config, 'cas'))
+  plain = batches(0, 6, pipeline.load_train_data(config, 'cas'))
   for a, b in zip(mixed, plain):
     keep = a['real'] == 0
     np.testing.assert_array_equal(a['augmented'][keep], b['augmented'][keep])

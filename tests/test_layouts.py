@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_error_line, run_script
 from tasad_jax.config import schema
 from tasad_jax.data import splits
-from tasad_jax.data import weak_labels as labelled
+from tasad_jax.data import weak_labels
 from tasad_jax.data import folder, imageio, layouts, visa
 from tasad_jax.runtime.errors import UserInputError
 
@@ -155,7 +155,7 @@ def test_folder_reads_the_same_samples_as_mvtec(tmp_path, trees):
       'abnormal_dir': f'test/{DEFECT}', 'mask_dir': f'ground_truth/{DEFECT}'}.items()})
   direct.data.labelled_anomalies = 'test:1'
   _assert_same(_splits(direct), want)
-  real = labelled.load(direct)
+  real = weak_labels.load(direct)
   assert len(real['label']) == 1 and real['mask'].sum() > 0
 
 

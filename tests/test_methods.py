@@ -12,10 +12,10 @@ from conftest import exported_stablehlo, train_steps, write_easy_tree
 from tasad_jax.config.presets import tiny
 from tasad_jax.evaluation import evaluate
 from tasad_jax import methods
-from tasad_jax.models import segmenter as models
+from tasad_jax.models import segmenter
 from tasad_jax.inference import predictor
 from tasad_jax.core import sharding
-from tasad_jax.training import trainer as train
+from tasad_jax.training import trainer
 from tasad_jax.runtime.errors import UserInputError
 
 
@@ -53,7 +53,7 @@ def test_destseg_shapes_and_parameter_counts():
   method = methods.get(config)
   mesh = sharding.make_mesh()
   abstract = method.abstract_state(mesh)
-  counts = {k: models.count_params(v)
+  counts = {k: segmenter.count_params(v)
             for k, v in abstract.variables['params'].items()}
   # torchvision resnet18 minus fc and layer4 (11,689,512 - 513,000 - 8,393,728):
   # conv1/bn1 + layer1..3 = 2,782,784.
@@ -114,7 +114,7 @@ def test_destseg_with_fas_end_to_end(tmp_path, capsys):
   config.coarse.destseg.student_fraction = 0.3
   config.train.checkpoint_every, config.train.log_every = 80, 20
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   capsys.readouterr()
   evaluate.evaluate(config, workdir, ['plain'])
   table = capsys.readouterr().out

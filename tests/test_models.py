@@ -5,21 +5,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasad_jax.models import segmenter as models
+from tasad_jax.models import segmenter
 
 
 def _init(width, shape, dtype=jnp.float32):
-  model = models.Segmenter(width=width, dtype=dtype)
+  model = segmenter.Segmenter(width=width, dtype=dtype)
   return model, model.init(jax.random.key(0), jnp.zeros(shape), train=False)
 
 
 def test_paper_width_has_the_papers_parameter_count():
-  model = models.Segmenter(width=128)
+  model = segmenter.Segmenter(width=128)
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3))))
-  assert models.count_params(variables['params']) == 11_959_681
+  assert segmenter.count_params(variables['params']) == 11_959_681
   # About 463 GFLOP per 256x256 image (method doc).
-  assert abs(models.forward_flops(128, 256) / 1e9 - 463) < 3
+  assert abs(segmenter.forward_flops(128, 256) / 1e9 - 463) < 3
 
 
 @pytest.mark.parametrize('shape', [(2, 32, 32, 3), (1, 48, 64, 3), (3, 16, 20, 3)])
@@ -40,8 +40,8 @@ def test_group_norm_normalises_each_sample_on_its_own():
   with BatchNorm (the paper's) it does in training."""
   x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
   other = x.at[1].set(jax.random.uniform(jax.random.key(2), (16, 16, 3)))
-  for norm in models.NORMS:
-    model = models.Segmenter(width=4, norm=norm)
+  for norm in segmenter.NORMS:
+    model = segmenter.Segmenter(width=4, norm=norm)
     variables = model.init(jax.random.key(0), x, train=False)
     assert ('batch_stats' in variables) == (norm == 'batch')
     out = [model.apply(variables, batch, train=True, mutable=['batch_stats'])[0]
@@ -75,7 +75,7 @@ def test_reference_initialisation():
 
 def test_upsample_matches_align_corners_definition():
   x = np.random.default_rng(0).normal(size=(1, 3, 5, 2)).astype(np.float32)
-  out = np.asarray(models.upsample2x_align_corners(jnp.asarray(x)))
+  out = np.asarray(segmenter.upsample2x_align_corners(jnp.asarray(x)))
   assert out.shape == (1, 6, 10, 2)
   expected = np.zeros_like(out)
   for i in range(6):
@@ -104,7 +104,7 @@ def test_initialiser_compiled_for_one_run_gives_the_default_bits():
   class Blocks(nn.Module):
     @nn.compact
     def __call__(self, x):
-      x = models.ConvBNReLU(4)(models.ConvBNReLU(4)(x, False), False)
+      x = segmenter.ConvBNReLU(4)(segmenter.ConvBNReLU(4)(x, False), False)
       return resnet.BasicBlock(8, 2)(x, False)
 
   x = jnp.zeros((1, 16, 16, 3))

@@ -23,7 +23,7 @@ from tasad_jax.fine import stages
 from tasad_jax.config.presets import tiny
 from tasad_jax.runtime import preemption
 from tasad_jax.core import sharding
-from tasad_jax.training import trainer as train
+from tasad_jax.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHED = re.compile(r'launched process (\d+) of \d+ \(pid (\d+)\)')
@@ -98,7 +98,7 @@ def _run(*args, **kwargs):
 
 def _state(workdir, stage, step=None):
   """The train state of `stage` in `workdir`: the latest, or at `step`."""
-  return train.restore_stage(tiny.get_config(), workdir, stage,
+  return trainer.restore_stage(tiny.get_config(), workdir, stage,
                              sharding.make_mesh(), step)
 
 

@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 
 from conftest import run_script
 import tasad_jax
-from tasad_jax.deploy import export as exporting
+from tasad_jax.deploy import export
 from tasad_jax.core import metrics
 from tasad_jax.data import holdout
 from tasad_jax.inference import thresholds
@@ -91,7 +91,7 @@ def test_exports_give_the_live_maps(workdir, tmp_path):
   x = np.random.default_rng(2).random((3, 32, 32, 3)).astype(np.float32)
   live = model.runner(x)
   path = str(tmp_path / 'model.stablehlo')
-  exporting.export_stablehlo(model, path)
+  export.export_stablehlo(model, path)
   with open(path, 'rb') as f:
     exported = jax.export.deserialize(f.read())
   for batch in (x, x[:1]):  # The batch dimension is symbolic.
@@ -100,7 +100,7 @@ def test_exports_give_the_live_maps(workdir, tmp_path):
     np.testing.assert_allclose(scores, live['tasad_score'][:len(batch)], atol=1e-5)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   folder = str(tmp_path / 'saved_model')
-  exporting.export_saved_model(model, folder)
+  export.export_saved_model(model, folder)
   served = tf.saved_model.load(folder).signatures['serving_default'](
       images=tf.constant(x))
   np.testing.assert_allclose(served['anomaly_maps'].numpy(), live['tasad_map'],

@@ -14,7 +14,7 @@ import pytest
 from conftest import lock_holder, start_script, wait_for
 from tasad_jax.runtime import preemption
 from tasad_jax.core import sharding
-from tasad_jax.training import trainer as train
+from tasad_jax.training import trainer
 from tasad_jax.runtime.errors import TrainingFault, UserInputError
 
 
@@ -34,7 +34,7 @@ def _saving(workdir):
 
 
 def _leaves(workdir, config, stage):
-  state = train.restore_stage(config, workdir, stage, sharding.make_mesh())
+  state = trainer.restore_stage(config, workdir, stage, sharding.make_mesh())
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
 
 
@@ -89,7 +89,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_config, tmp_pa
   workdir = str(tmp_path / 'w')
   with pytest.raises(TrainingFault, match=r'cas: non-finite loss .* at step \d+'
                      ) as fault:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   kept = re.search(r'last good checkpoint \(step (\w+)\)', str(fault.value))[1]
   folder = os.path.join(workdir, 'checkpoints', 'cas')
   saved = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if (
@@ -100,7 +100,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_config, tmp_pa
 
   config.train.skip_nonfinite = True
   skipped = str(tmp_path / 'skip')
-  train.train_and_evaluate(config, skipped)
+  trainer.train_and_evaluate(config, skipped)
   for x in _leaves(skipped, config, 'cas'):
     assert np.isfinite(x).all()
 
@@ -110,7 +110,7 @@ def test_a_second_run_in_the_same_workdir_refuses(tiny_config, tmp_path):
   os.makedirs(workdir)
   with preemption.WorkdirLock(workdir):
     with pytest.raises(UserInputError, match='another run .* is using'):
-      train.train_and_evaluate(tiny_config, workdir)
+      trainer.train_and_evaluate(tiny_config, workdir)
     proc = _start(workdir)
     _, err = proc.communicate(timeout=300)
   assert proc.returncode == 2

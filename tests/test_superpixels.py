@@ -7,7 +7,7 @@ from scipy import ndimage
 from skimage import color, data, filters, transform
 from skimage.segmentation import find_boundaries, slic as sk_slic
 
-from tasad_jax.fine import selection as refine, slic as superpixels
+from tasad_jax.fine import selection, slic
 
 
 def _textures(size=96):
@@ -22,11 +22,11 @@ def _textures(size=96):
 def test_lab_and_blur_match_scikit_image():
   img = _textures()[0]
   lab = color.rgb2lab(img)
-  np.testing.assert_allclose(superpixels.rgb_to_lab(jnp.asarray(img)), lab,
+  np.testing.assert_allclose(slic.rgb_to_lab(jnp.asarray(img)), lab,
                              atol=2e-3)
   blurred = filters.gaussian(lab, sigma=[1, 1, 0], mode='reflect')
   np.testing.assert_allclose(
-      superpixels.gaussian_blur(jnp.asarray(lab[None]), 1.0)[0], blurred,
+      slic.gaussian_blur(jnp.asarray(lab[None]), 1.0)[0], blurred,
       atol=1e-3)
 
 
@@ -38,7 +38,7 @@ def _boundary_recall(labels, reference, tolerance=2):
 
 def test_slic_is_close_to_scikit_image_on_real_images():
   images = _textures()
-  labels = np.asarray(jax.jit(lambda x: superpixels.slic(x, 100, 8.0, 1.0))(
+  labels = np.asarray(jax.jit(lambda x: slic.slic(x, 100, 8.0, 1.0))(
       jnp.asarray(images)))
   assert labels.shape == images.shape[:3] and labels.min() == 1
   for img, ours in zip(images, labels):
@@ -55,14 +55,14 @@ def test_device_fas_input_equals_host_with_the_same_superpixels():
   coarse = rng.random((3, 64, 64)) * 0.1  # Background below the seed level,
   coarse[:, 20:30, 35:50] = 0.5  # one anomalous blob per image,
   coarse[:, 50, 10] = 0.9  # and a single pixel the median removes.
-  params = refine.RefineParams(histogram_fraction=0.95, seed_threshold=30,
+  params = selection.RefineParams(histogram_fraction=0.95, seed_threshold=30,
                                n_segments=40)
-  labels = np.stack([refine.superpixels(img, params) for img in images])
-  device, region = refine.fas_inputs_device(
+  labels = np.stack([selection.superpixels(img, params) for img in images])
+  device, region = selection.fas_inputs_device(
       jnp.asarray(coarse[..., None], jnp.float32), jnp.asarray(images), params,
       jnp.asarray(labels))
   for i in range(3):
-    host, host_region = refine.fas_input(coarse[i].astype(np.float32),
+    host, host_region = selection.fas_input(coarse[i].astype(np.float32),
                                          images[i], params)
     np.testing.assert_array_equal(np.asarray(region[i]), host_region)
     np.testing.assert_allclose(np.asarray(device[i]), host, atol=1e-6)

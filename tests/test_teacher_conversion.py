@@ -4,7 +4,7 @@ import numpy as np
 import jax.numpy as jnp
 import pytest
 
-from tasad_jax.models import segmenter as models
+from tasad_jax.models import segmenter
 from tasad_jax.runtime.errors import UserInputError
 from tasad_jax.models import resnet
 
@@ -85,7 +85,7 @@ def test_torchvision_teacher_converts_to_flax(tmp_path, suffix):
   for e, g in zip(expected, got):
     np.testing.assert_allclose(np.asarray(g), e.numpy().transpose(0, 2, 3, 1),
                                atol=1e-4, rtol=1e-4)
-  assert models.count_params(variables['params']) == 2_782_784
+  assert segmenter.count_params(variables['params']) == 2_782_784
 
 
 def test_teacher_weights_of_another_network_are_refused(tmp_path):

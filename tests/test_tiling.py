@@ -161,12 +161,12 @@ def test_unsupported_combinations_are_refused(tree):
 
 
 def test_train_stream_crops_tiles_and_keeps_anomalies_off_padding(tree):
-  from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from tasad_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   for mode in ('tile', 'pad'):
     config = _config(tree, mode)
     config.anomaly.normal_probability = 0.0
-    data = input_pipeline.load_train_data(config, 'cas')
-    stream = input_pipeline.train_dataset(data, config, 'cas', batch_size=8,
+    data = pipeline.load_train_data(config, 'cas')
+    stream = pipeline.train_dataset(data, config, 'cas', batch_size=8,
                                           process_index=0, process_count=1)
     first, second = [next(stream.as_numpy_iterator()) for _ in range(2)]
     for key in first:  # The stream stays a pure function of (seed, index).
@@ -198,10 +198,10 @@ def _contains(image, crop):
 def tile_workdir(tree, tmp_path_factory):
   """A tile-mode workdir of the tiny config (both stages, thresholds): its
   steps are the programs of every tiny run, compiled once per session."""
-  from tasad_jax.training import trainer as train  # pylint: disable=g-import-not-at-top
+  from tasad_jax.training import trainer  # pylint: disable=g-import-not-at-top
   config = _config(tree, 'tile')
   workdir = str(tmp_path_factory.mktemp('tile_run') / 'run')
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   return config, workdir
 
 
@@ -231,7 +231,7 @@ def test_every_mode_predicts_and_exports_the_live_maps(tile_workdir, tmp_path,
   """One whole-image path: for every resize mode and image score, the
   exported program gives `predict`'s maps and scores."""
   import tasad_jax  # pylint: disable=g-import-not-at-top
-  from tasad_jax.deploy import export as exporting  # pylint: disable=g-import-not-at-top
+  from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
   from tasad_jax.inference import whole_image  # pylint: disable=g-import-not-at-top
   _, trained = tile_workdir
   rng = np.random.default_rng(0)
@@ -249,7 +249,7 @@ def test_every_mode_predicts_and_exports_the_live_maps(tile_workdir, tmp_path,
     live = model.predict(list(images) + [np.full((70, 45), 128, np.uint8)])
     assert [m.shape for m in live['anomaly_maps']] == [(h, w)] * 2 + [(70, 45)]
     path = str(tmp_path / f'{mode}.stablehlo')
-    exporting.export_stablehlo(model, path, h, w)
+    export.export_stablehlo(model, path, h, w)
     with open(path, 'rb') as f:
       maps, scores = jax.export.deserialize(f.read()).call(
           images / np.float32(255.0))

@@ -16,9 +16,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# The import paths of the flat package before it had layers: plug-ins written
+# against them keep working (tasad_jax.MOVED).
 from tasad_jax import sharding, stage
 from tasad_jax.methods import base, registry
-from tasad_jax.core.train_state import Optimizer, TrainState, all_finite, finish_step
+from tasad_jax.train_state import Optimizer, TrainState, all_finite, finish_step
 
 
 class Net(nn.Module):

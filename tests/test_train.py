@@ -12,10 +12,10 @@ import pytest
 from tasad_jax.config import schema
 from tasad_jax.runtime import checkpointing
 from tasad_jax.evaluation import evaluate
-from tasad_jax.data import pipeline as input_pipeline
+from tasad_jax.data import pipeline
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage, train_state
-from tasad_jax.training import trainer as train
+from tasad_jax.training import trainer
 from tasad_jax.runtime.errors import UserInputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,8 +25,8 @@ REPO = os.path.dirname(HERE)
 def _fixed_batch(config, stage='cas'):
   config = config.copy_and_resolve_references()
   config.anomaly.normal_probability = 0.0
-  data = input_pipeline.load_train_data(config, 'cas')
-  ds = input_pipeline.train_dataset(data, config, stage,
+  data = pipeline.load_train_data(config, 'cas')
+  ds = pipeline.train_dataset(data, config, stage,
                                     batch_size=config.train.batch_size)
   batch = next(ds.as_numpy_iterator())
   return {'augmented': batch['augmented'], 'mask': batch['mask']}
@@ -96,7 +96,7 @@ def test_four_devices_give_the_single_device_anoseg_curves(curves):
 def _params(workdir, config, stage):
   mesh = sharding.make_mesh()
   return jax.tree_util.tree_map(np.asarray,
-                                train.restore_stage(config, workdir, stage, mesh))
+                                trainer.restore_stage(config, workdir, stage, mesh))
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
@@ -120,10 +120,10 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_config, tmp_path,
 
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', save_then_die)
   with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(tiny_config, resumed)
+    trainer.train_and_evaluate(tiny_config, resumed)
   assert sorted(os.listdir(os.path.join(resumed, 'checkpoints', 'cas'))) == ['3']
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', real_save)
-  train.train_and_evaluate(tiny_config, resumed)
+  trainer.train_and_evaluate(tiny_config, resumed)
 
   for name in ('cas', 'fas'):
     a, b = _params(full, tiny_config, name), _params(resumed, tiny_config, name)
@@ -176,10 +176,10 @@ def test_learning_rate_schedules(tiny_config, tmp_path):
 def test_fas_without_cas_checkpoint_is_a_clear_error(tiny_config, tmp_path):
   tiny_config.stages = ('fas',)
   with pytest.raises(UserInputError, match='no CAS checkpoint'):
-    train.train_and_evaluate(tiny_config, str(tmp_path / 'w'))
+    trainer.train_and_evaluate(tiny_config, str(tmp_path / 'w'))
 
 
 def test_checkpoint_of_another_width_is_a_clear_error(tiny_config, tiny_workdir):
   tiny_config.model.width = 8
   with pytest.raises(UserInputError, match='does not fit'):
-    train.restore_stage(tiny_config, tiny_workdir, 'cas', sharding.make_mesh())
+    trainer.restore_stage(tiny_config, tiny_workdir, 'cas', sharding.make_mesh())

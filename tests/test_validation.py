@@ -1,4 +1,4 @@
-"""The validation split carved from the training images (tasad_jax/validation.py)."""
+"""The validation split carved from the training images (tasad_jax/data/synthetic_validation.py)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ from conftest import assert_one_error_line, run_script, write_tree
 from tasad_jax.config.presets import tiny
 from tasad_jax.evaluation import evaluate
 from tasad_jax.data import holdout
-from tasad_jax.data import synthetic_validation as validation
+from tasad_jax.data import synthetic_validation
 from tasad_jax.data import imageio, mvtec
 from tasad_jax.runtime.errors import UserInputError
 
@@ -38,7 +38,7 @@ def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
   write_tree(root)
   config = _config(root)
   out = str(tmp_path / 'val')
-  counts = validation.write_split(config, out)
+  counts = synthetic_validation.write_split(config, out)
 
   # The held-out images are the ones training keeps for its thresholds.
   train = mvtec.scan_category(root, 'widget').train
@@ -46,7 +46,7 @@ def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
   np.testing.assert_array_equal(
       held, holdout.holdout_indices(len(train), 0.5, config.seed)[1])
   assert counts['good'] == len(held) == 2
-  assert sum(counts[k] for k in validation.KINDS) == len(held)
+  assert sum(counts[k] for k in synthetic_validation.KINDS) == len(held)
   split = mvtec.scan_category(out, 'widget')
   good = sorted((s for s in split.test if s.label == 0), key=lambda s: s.path)
   bad = sorted((s for s in split.test if s.label == 1), key=lambda s: s.path)
@@ -67,20 +67,20 @@ def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
 
   # Deterministic: the same bytes again, and in place of the old folder.
   again = str(tmp_path / 'again')
-  validation.write_split(config, again)
+  synthetic_validation.write_split(config, again)
   assert _files(again) == _files(out)
-  validation.write_split(config, out)
+  synthetic_validation.write_split(config, out)
   assert _files(again) == _files(out)
 
 
-@pytest.mark.parametrize('kind', validation.KINDS)
+@pytest.mark.parametrize('kind', synthetic_validation.KINDS)
 def test_each_kind_is_small_and_inside_the_image(kind):
   rng = np.random.default_rng(0)
   textures = rng.integers(0, 256, (2, 64, 64, 3), np.uint8)
   image = np.full((180, 300, 3), 128, np.uint8)
   fractions = []
   for seed in range(20):
-    out, mask = validation.defect(image, kind, np.random.default_rng(seed),
+    out, mask = synthetic_validation.defect(image, kind, np.random.default_rng(seed),
                                   textures)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert np.all(out[..., 0] == out[..., 2])  # Grey stays grey.
@@ -92,7 +92,7 @@ def test_nothing_held_out_is_one_line(tmp_path):
   root = str(tmp_path / 'data')
   write_tree(root)
   with pytest.raises(UserInputError, match='holdout_fraction'):
-    validation.write_split(_config(root, 0.0), str(tmp_path / 'val'))
+    synthetic_validation.write_split(_config(root, 0.0), str(tmp_path / 'val'))
   result = run_script('validation_split.py', f'--output={tmp_path / "v"}',
                       f'--config.data.root={root}',
                       '--config.data.category=widget',
@@ -106,7 +106,7 @@ def test_a_trained_workdir_evaluates_on_its_validation_split(tiny_workdir,
   workdir = str(tmp_path / 'run')
   shutil.copytree(tiny_workdir, workdir)
   config = tiny.get_config()
-  counts = validation.write_split(config, str(tmp_path / 'val'))
+  counts = synthetic_validation.write_split(config, str(tmp_path / 'val'))
   config.data.root = str(tmp_path / 'val')
   config.eval.folder = 'eval_validation'
   evaluate.evaluate(config, workdir, [config.data.category])
@@ -114,4 +114,4 @@ def test_a_trained_workdir_evaluates_on_its_validation_split(tiny_workdir,
     report = json.load(f)
   assert not os.path.exists(os.path.join(workdir, 'eval'))
   assert report['num_images'] == 2 * counts['good']
-  assert set(report['tasad']['per_defect']) == set(validation.KINDS)
+  assert set(report['tasad']['per_defect']) == set(synthetic_validation.KINDS)

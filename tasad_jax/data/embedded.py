@@ -22,6 +22,7 @@ from scipy import ndimage
 from skimage import data as skdata
 from skimage import draw
 
+from tasad_jax.data import drawing
 from tasad_jax.data import mvtec
 
 CATEGORY = 'brick'
@@ -84,15 +85,9 @@ def _crack(rng, size):
   for branch in range(int(rng.integers(1, 4))):
     pos = starts[-1] if branch == 0 else starts[int(rng.integers(len(starts)))]
     heading = rng.uniform(0, 2 * np.pi)
-    for _ in range(int(rng.integers(8, 20))):
-      heading += rng.normal(0, 0.6)
-      step = rng.uniform(3, 8)
-      nxt = np.clip(pos + step * np.array([np.sin(heading), np.cos(heading)]),
-                    1, size - 2)
-      rr, cc = draw.line(int(pos[0]), int(pos[1]), int(nxt[0]), int(nxt[1]))
-      mask[rr, cc] = True
-      pos = nxt
-      starts.append(pos)
+    starts += drawing.random_walk(mask, rng, pos, heading,
+                                  int(rng.integers(8, 20)), 0.6,
+                                  lambda: rng.uniform(3, 8), 1, size - 2)
   mask = _thick(mask, int(rng.integers(2, 4)))
   depth = rng.uniform(0.15, 0.35)
   return mask, lambda img: img * depth

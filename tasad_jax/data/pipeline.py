@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 
 from tasad_jax.core import names
-from tasad_jax.data import pseudo_anomalies as anomalies
+from tasad_jax.data import pseudo_anomalies
 from tasad_jax.core import tiling
 from tasad_jax.runtime.tf_host import tf
 from tasad_jax.data import sources
@@ -31,32 +31,23 @@ from tasad_jax.data import splits
 from tasad_jax.runtime.errors import UserInputError
 
 
-
-def anomaly_params(config) -> anomalies.AnomalyParams:
-  """Builds the generator parameters from `config.anomaly`."""
-  a = config.anomaly
+def anomaly_params(config) -> pseudo_anomalies.AnomalyParams:
+  """The generator parameters of `config.anomaly`: its fields that
+  `AnomalyParams` names, and the rest as the settings of kinds defined
+  elsewhere (a method's own)."""
+  a = config.anomaly.to_dict()
+  own = {f.name: f for f in dataclasses.fields(pseudo_anomalies.AnomalyParams)}
+  kwargs = {}
+  for name, field in own.items():
+    if name in a:
+      value = a[name]
+      kwargs[name] = (tuple(value) if isinstance(value, (list, tuple))
+                      else type(field.default)(value))
+  kwargs['settings'] = tuple(
+      (k, tuple(v) if isinstance(v, list) else v)
+      for k, v in sorted(a.items()) if k not in own)
   try:
-    return anomalies.AnomalyParams(
-        methods=tuple(a.methods),
-        normal_probability=float(a.normal_probability),
-        num_augmentations=int(a.num_augmentations),
-        gamma_range=tuple(a.gamma_range),
-        brightness_multiply=tuple(a.brightness_multiply),
-        brightness_add=tuple(a.brightness_add),
-        sharpness_range=tuple(a.sharpness_range),
-        saim_fraction=float(a.saim_fraction),
-        saim_rotations=tuple(a.saim_rotations),
-        perlin_max_exponent=int(a.perlin_max_exponent),
-        perlin_threshold_range=tuple(a.perlin_threshold_range),
-        perlin_beta_range=tuple(a.perlin_beta_range),
-        coarse_methods=tuple(a.coarse_methods),
-        anoseg_size_range=tuple(a.anoseg_size_range),
-        anoseg_rotations=tuple(a.anoseg_rotations),
-        anoseg_permute_probability=float(a.anoseg_permute_probability),
-        anoseg_brightness=float(a.anoseg_brightness),
-        anoseg_contrast_range=tuple(a.anoseg_contrast_range),
-        anoseg_saturation_range=tuple(a.anoseg_saturation_range),
-        anoseg_hue=float(a.anoseg_hue))
+    return pseudo_anomalies.AnomalyParams(**kwargs)
   except ValueError as e:
     raise UserInputError(str(e)) from None
 
@@ -202,7 +193,7 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
     source_index = tf.random.stateless_uniform([], s[0], 0, num_sources,
                                                dtype=tf.int64)
     image, valid = read_image(image_index, seed)
-    sample = anomalies.synthesize(
+    sample = pseudo_anomalies.synthesize(
         image, tf.cast(tf.gather(src_images, source_index), tf.float32) / 255.0,
         tf.gather(src_segments, source_index),
         tf.gather(src_counts, source_index), s[1], params)

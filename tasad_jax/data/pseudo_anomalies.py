@@ -9,9 +9,12 @@ and pasted with one method drawn uniformly from `methods`:
   one, without replacement) replace the image.
 * Perlin (DRAEM): a Perlin noise map thresholded at t ~ U[0, 1) selects the
   region, where the source is blended with opacity 1 - beta, beta ~ U[0, 0.8).
-* anoseg_hard (AnoSeg's hard augmentation): a rotated, quadrant-permuted,
-  colour-jittered copy of the image itself replaces it inside a random
-  rectangle (the source is not used).
+
+A method may own kinds of its own (AnoSeg's `anoseg_hard`, in
+`tasad_jax.methods.anoseg_hard`): their modules register them with
+`register_kind`, with the defaults of their settings (fields of
+config.anomaly, read with `AnomalyParams.setting`) and a check of them, and
+are imported when a config names them (`data.kind_modules`).
 
 `coarse_methods`, when set, replaces `methods` in the coarse stage's stream
 (e.g. AnoSeg's hard augmentation for the coarse stage, SAIM + Perlin for the
@@ -28,8 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable
 
+from tasad_jax.data import kind_modules
 from tasad_jax.runtime.tf_host import tf
 
 # Pseudo-anomaly kinds by name (`config.anomaly.methods`): each is
@@ -38,12 +42,22 @@ from tasad_jax.runtime.tf_host import tf
 # colour-augmented), the source's SLIC maps [K, H, W] and their largest labels
 # [K], seeds [2, 2] (two stateless seeds), mask [H, W, 1].
 KINDS: dict[str, Callable] = {}
+# A kind's own settings (fields of config.anomaly) with their defaults, and
+# fn(params) raising ValueError naming a bad one.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {}
+KIND_CHECKS: dict[str, Callable] = {}
 
 
-def register_kind(name: str) -> Callable[[Callable], Callable]:
-  """Decorator: adds a pseudo-anomaly kind under `name`."""
+def register_kind(name: str, defaults: dict[str, Any] | None = None,
+                  check: Callable | None = None
+                  ) -> Callable[[Callable], Callable]:
+  """Decorator: adds a pseudo-anomaly kind under `name`, with the defaults
+  of its own settings and their check."""
   def add(fn: Callable) -> Callable:
     KINDS[name] = fn
+    KIND_DEFAULTS[name] = dict(defaults or {})
+    if check is not None:
+      KIND_CHECKS[name] = check
     return fn
   return add
 
@@ -64,15 +78,12 @@ class AnomalyParams:
   perlin_threshold_range: tuple[float, float] = (0.0, 1.0)
   perlin_beta_range: tuple[float, float] = (0.0, 0.8)
   coarse_methods: tuple[str, ...] = ()
-  anoseg_size_range: tuple[float, float] = (0.1, 0.5)
-  anoseg_rotations: tuple[int, ...] = (90, 180, 270)
-  anoseg_permute_probability: float = 0.5
-  anoseg_brightness: float = 0.4
-  anoseg_contrast_range: tuple[float, float] = (0.4, 1.6)
-  anoseg_saturation_range: tuple[float, float] = (0.0, 2.0)
-  anoseg_hue: float = 0.3
+  # The other fields of config.anomaly, (name, value) pairs: the settings of
+  # kinds defined elsewhere (`setting`).
+  settings: tuple[tuple[str, Any], ...] = ()
 
   def __post_init__(self):
+    kind_modules.load(tuple(self.methods) + tuple(self.coarse_methods))
     unknown = set(self.methods) - set(KINDS)
     if unknown or not self.methods:
       raise ValueError(f'config.anomaly.methods: {tuple(self.methods)} must be '
@@ -81,13 +92,19 @@ class AnomalyParams:
       raise ValueError(f'config.anomaly.coarse_methods: '
                        f'{tuple(self.coarse_methods)} must be a subset of '
                        f'{tuple(sorted(KINDS))} (empty: methods)')
-    lo, hi = self.anoseg_size_range
-    if not 0 < lo <= hi <= 1:
-      raise ValueError('config.anomaly.anoseg_size_range: need 0 < lo <= hi <= 1,'
-                       f' got {self.anoseg_size_range}')
-    if any(r not in (0, 90, 180, 270) for r in self.anoseg_rotations) or not (
-        self.anoseg_rotations):
-      raise ValueError('config.anomaly.anoseg_rotations: multiples of 90 only')
+    for kind in set(self.methods) | set(self.coarse_methods):
+      if kind in KIND_CHECKS:
+        KIND_CHECKS[kind](self)
+
+  def setting(self, name: str) -> Any:
+    """A kind's own setting: its config.anomaly value, else its default."""
+    given = dict(self.settings)
+    if name in given:
+      return given[name]
+    for defaults in KIND_DEFAULTS.values():
+      if name in defaults:
+        return defaults[name]
+    raise KeyError(f'config.anomaly.{name}: no kind declares this setting')
 
   def for_stage(self, stage: str) -> 'AnomalyParams':
     """These parameters with the kinds of `stage` ('cas': `coarse_methods`
@@ -97,11 +114,12 @@ class AnomalyParams:
     return self
 
 
-def _uniform(seed, lo, hi, shape=()):
+def uniform(seed, lo, hi, shape=()):
+  """Floats uniform in [lo, hi), stateless."""
   return tf.random.stateless_uniform(shape, seed, lo, hi, dtype=tf.float32)
 
 
-def _randint(seed, n, shape=()):
+def randint(seed, n, shape=()):
   """Integers uniform in [0, n), n a scalar tensor or int."""
   return tf.random.stateless_uniform(shape, seed, 0, tf.cast(n, tf.int64),
                                      dtype=tf.int64)
@@ -111,13 +129,13 @@ def _randint(seed, n, shape=()):
 
 
 def _gamma(x, seed, p):
-  g = _uniform(seed, *p.gamma_range, shape=[3])
+  g = uniform(seed, *p.gamma_range, shape=[3])
   return tf.pow(tf.maximum(x, 1e-6), g)
 
 
 def _brightness(x, seed, p):
   s = tf.random.experimental.stateless_split(seed, 2)
-  return x * _uniform(s[0], *p.brightness_multiply) + _uniform(
+  return x * uniform(s[0], *p.brightness_multiply) + uniform(
       s[1], *p.brightness_add) / 255.0
 
 
@@ -127,7 +145,7 @@ def _sharpness(x, seed, p):
   kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
   padded = tf.pad(x[None], [[0, 0], [1, 1], [1, 1], [0, 0]], mode='SYMMETRIC')
   smooth = tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], 'VALID')[0]
-  return smooth + _uniform(seed, *p.sharpness_range) * (x - smooth)
+  return smooth + uniform(seed, *p.sharpness_range) * (x - smooth)
 
 
 def _autocontrast(x, seed, p):
@@ -144,7 +162,7 @@ def augment_source(source: tf.Tensor, seed: tf.Tensor,
                    params: AnomalyParams) -> tf.Tensor:
   """Applies `num_augmentations` of the 4 colour ops, in random order."""
   seeds = tf.random.experimental.stateless_split(seed, 1 + len(_AUGMENTATIONS))
-  order = tf.argsort(_uniform(seeds[0], 0.0, 1.0, shape=[len(_AUGMENTATIONS)]))
+  order = tf.argsort(uniform(seeds[0], 0.0, 1.0, shape=[len(_AUGMENTATIONS)]))
   x = source
   for k in range(params.num_augmentations):
     branches = [(lambda f=f, s=seeds[1 + i], x=x: f(x, s, params))
@@ -160,7 +178,7 @@ def augment_source(source: tf.Tensor, seed: tf.Tensor,
 @register_kind('saim')
 def saim_kind(image, source, segments, num_segments, seeds, params):
   """SAIM at one of the source's segment counts, drawn with seeds[0]."""
-  k = _randint(seeds[0], segments.shape[0])
+  k = randint(seeds[0], segments.shape[0])
   return saim(image, source, tf.gather(segments, k), tf.gather(num_segments, k),
               seeds[1], params)
 
@@ -183,14 +201,14 @@ def saim(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
   """
   s = tf.random.experimental.stateless_split(seed, 2)
   rotations = tf.constant([r // 90 for r in params.saim_rotations], tf.int32)
-  k = tf.gather(rotations, _randint(s[0], len(params.saim_rotations)))
+  k = tf.gather(rotations, randint(s[0], len(params.saim_rotations)))
   source = tf.image.rot90(source, k)
   segments = tf.image.rot90(tf.cast(segments, tf.int32)[..., None], k)[..., 0]
   count = tf.cast(num_segments, tf.int32)
   num_chosen = tf.maximum(
       1, tf.cast(tf.floor(params.saim_fraction * tf.cast(count, tf.float32)),
                  tf.int32))
-  order = tf.argsort(_uniform(s[1], 0.0, 1.0, shape=[count]))
+  order = tf.argsort(uniform(s[1], 0.0, 1.0, shape=[count]))
   chosen = order[:num_chosen] + 1
   table = tf.scatter_nd(chosen[:, None], tf.ones([num_chosen]), [count + 1])
   mask = tf.gather(table, segments)[..., None]
@@ -209,7 +227,7 @@ def perlin_noise(height: int, width: int, res_y: tf.Tensor, res_x: tf.Tensor,
   """2-D gradient (Perlin) noise with res_y x res_x lattice cells, [H, W]."""
   res_y = tf.cast(res_y, tf.int32)
   res_x = tf.cast(res_x, tf.int32)
-  angles = _uniform(seed, 0.0, 2.0 * math.pi, shape=tf.stack([res_y + 1, res_x + 1]))
+  angles = uniform(seed, 0.0, 2.0 * math.pi, shape=tf.stack([res_y + 1, res_x + 1]))
   grads = tf.stack([tf.cos(angles), tf.sin(angles)], axis=-1)
   ys = tf.range(height, dtype=tf.float32) * tf.cast(res_y, tf.float32) / height
   xs = tf.range(width, dtype=tf.float32) * tf.cast(res_x, tf.float32) / width
@@ -239,90 +257,15 @@ def perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
            params: AnomalyParams) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """DRAEM's Perlin-masked blend; returns (augmented, mask [H, W, 1], beta)."""
   s = tf.random.experimental.stateless_split(seed, 4)
-  exps = _randint(s[0], params.perlin_max_exponent + 1, shape=[2])
+  exps = randint(s[0], params.perlin_max_exponent + 1, shape=[2])
   res = tf.bitwise.left_shift(tf.ones([2], tf.int64), exps)
   height, width = image.shape[0], image.shape[1]
   noise = perlin_noise(height, width, res[0], res[1], s[1])
-  threshold = _uniform(s[2], *params.perlin_threshold_range)
+  threshold = uniform(s[2], *params.perlin_threshold_range)
   mask = tf.cast(noise > threshold, tf.float32)[..., None]
-  beta = _uniform(s[3], *params.perlin_beta_range)
+  beta = uniform(s[3], *params.perlin_beta_range)
   out = image * (1.0 - mask) + (1.0 - beta) * source * mask + beta * image * mask
   return out, mask, beta
-
-
-# ---- AnoSeg's hard augmentation ------------------------------------------
-
-
-def _permute_quadrants(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """The four quadrants of x [H, W, C] (H, W even) in a random order."""
-  h, w = x.shape[0] // 2, x.shape[1] // 2
-  quads = tf.stack([x[:h, :w], x[:h, w:], x[h:, :w], x[h:, w:]])
-  q = tf.gather(quads, tf.argsort(_uniform(seed, 0.0, 1.0, shape=[4])))
-  return tf.concat([tf.concat([q[0], q[1]], 1), tf.concat([q[2], q[3]], 1)], 0)
-
-
-def _colour_jitter(x: tf.Tensor, seed: tf.Tensor,
-                   params: AnomalyParams) -> tf.Tensor:
-  """Strong brightness, contrast, saturation and hue jitter, clipped to [0, 1]."""
-  s = tf.random.experimental.stateless_split(seed, 4)
-  x = x + _uniform(s[0], -params.anoseg_brightness, params.anoseg_brightness)
-  mean = tf.reduce_mean(x, axis=[0, 1, 2], keepdims=True)
-  x = (x - mean) * _uniform(s[1], *params.anoseg_contrast_range) + mean
-  grey = tf.reduce_mean(x, axis=-1, keepdims=True)
-  x = (x - grey) * _uniform(s[2], *params.anoseg_saturation_range) + grey
-  x = tf.clip_by_value(x, 0.0, 1.0)
-  return tf.image.adjust_hue(x, _uniform(s[3], -params.anoseg_hue,
-                                         params.anoseg_hue))
-
-
-def anoseg_hard(image: tf.Tensor, seed: tf.Tensor,
-                params: AnomalyParams) -> tuple[tf.Tensor, tf.Tensor]:
-  """AnoSeg's hard augmentation: a transformed copy of the image in a box.
-
-  The copy is rotated by one of `anoseg_rotations`, its quadrants permuted
-  with probability `anoseg_permute_probability` and colour-jittered; it
-  replaces the image inside a random axis-aligned rectangle whose sides are
-  `anoseg_size_range` fractions of the image's; the mask is that rectangle.
-
-  Args:
-    image: float32 [H, W, 3] normal image, square (quadrants permuted only
-      when H is even).
-    seed: [2] stateless seed.
-    params: generator parameters.
-
-  Returns:
-    (augmented image, mask float32 [H, W, 1]).
-  """
-  s = tf.random.experimental.stateless_split(seed, 6)
-  height, width = image.shape[0], image.shape[1]
-  rotations = tf.constant([r // 90 for r in params.anoseg_rotations], tf.int32)
-  copy = tf.image.rot90(image, tf.gather(
-      rotations, _randint(s[0], len(params.anoseg_rotations))))
-  if height % 2 == 0 and width % 2 == 0:  # Odd sizes: no permutation.
-    copy = tf.cond(
-        _uniform(s[1], 0.0, 1.0) < params.anoseg_permute_probability,
-        lambda: _permute_quadrants(copy, s[2]), lambda: copy)
-  copy = _colour_jitter(copy, s[3], params)
-  lo, hi = params.anoseg_size_range
-  sides = tf.stack([height, width])
-  size = tf.cast(tf.round(_uniform(s[4], lo, hi, shape=[2]) * tf.cast(
-      sides, tf.float32)), tf.int32)
-  size = tf.clip_by_value(size, 1, sides)
-  start = tf.cast(tf.floor(_uniform(s[5], 0.0, 1.0, shape=[2]) * tf.cast(
-      sides - size + 1, tf.float32)), tf.int32)
-  start = tf.minimum(start, sides - size)
-  ys, xs = tf.range(height)[:, None], tf.range(width)[None, :]
-  inside = ((ys >= start[0]) & (ys < start[0] + size[0]) &
-            (xs >= start[1]) & (xs < start[1] + size[1]))
-  mask = tf.cast(inside, tf.float32)[..., None]
-  return mask * copy + (1.0 - mask) * image, mask
-
-
-@register_kind('anoseg_hard')
-def anoseg_hard_kind(image, source, segments, num_segments, seeds, params):
-  """AnoSeg's hard augmentation as a kind: uses the image, not the source."""
-  del source, segments, num_segments
-  return anoseg_hard(image, seeds[1], params)
 
 
 # ---- One training sample --------------------------------------------------
@@ -346,7 +289,7 @@ def synthesize(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
      'label': int32 scalar (1 iff the mask has a pixel)}.
   """
   s = tf.random.experimental.stateless_split(seed, 5)
-  anomalous = _uniform(s[0], 0.0, 1.0) >= params.normal_probability
+  anomalous = uniform(s[0], 0.0, 1.0) >= params.normal_probability
 
   def make_anomaly():
     augmented_source = augment_source(source, s[1], params)
@@ -354,7 +297,7 @@ def synthesize(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
     branches = [lambda fn=KINDS[name]: fn(image, augmented_source, segments,
                                           num_segments, seeds, params)
                 for name in params.methods]
-    method = tf.cast(_randint(s[2], len(branches)), tf.int32)
+    method = tf.cast(randint(s[2], len(branches)), tf.int32)
     return tf.switch_case(method, branches)
 
   def keep_normal():

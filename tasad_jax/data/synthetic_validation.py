@@ -32,6 +32,7 @@ import os
 import numpy as np
 from skimage import draw, filters, morphology
 
+from tasad_jax.data import drawing
 from tasad_jax.runtime import fileio
 from tasad_jax.data import holdout
 from tasad_jax.data import imageio, layouts, mvtec, sources
@@ -67,17 +68,10 @@ def crack(image: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
   s = min(h, w)
   length = rng.uniform(0.15, 0.45) * s
   steps = int(rng.integers(6, 15))
-  y, x = rng.uniform(0.2 * h, 0.8 * h), rng.uniform(0.2 * w, 0.8 * w)
-  angle = rng.uniform(0, 2 * np.pi)
+  start = (rng.uniform(0.2 * h, 0.8 * h), rng.uniform(0.2 * w, 0.8 * w))
   line = np.zeros((h, w), bool)
-  for _ in range(steps):
-    angle += rng.normal(0, 0.5)
-    ny = np.clip(y + np.sin(angle) * length / steps, 0, h - 1)
-    nx = np.clip(x + np.cos(angle) * length / steps, 0, w - 1)
-    rr, cc = draw.line(int(round(y)), int(round(x)), int(round(ny)),
-                       int(round(nx)))
-    line[rr, cc] = True
-    y, x = ny, nx
+  drawing.random_walk(line, rng, start, rng.uniform(0, 2 * np.pi), steps, 0.5,
+                      lambda: length / steps, (0, 0), (h - 1, w - 1), round)
   width = max(1, int(round(rng.uniform(0.0, 0.008) * s)))  # 1 px up to 0.8%.
   mask = (morphology.dilation(line, morphology.disk(width // 2)) if width > 1
           else line)

@@ -31,12 +31,12 @@ from tasad_jax.config import saved, schema
 from tasad_jax.data import splits
 from tasad_jax.core import names
 from tasad_jax.runtime import distributed, fileio
-from tasad_jax.inference import (two_stage as inference, thresholds,
-                                 whole_image as tiled_inference)
-from tasad_jax.data import weak_labels as labelled
+from tasad_jax.inference import (two_stage, thresholds,
+                                 whole_image)
+from tasad_jax.data import weak_labels
 from tasad_jax import methods
 from tasad_jax.core import metrics, sharding, tiling
-from tasad_jax.reporting import html_report as report_lib, heatmaps as visualize
+from tasad_jax.reporting import html_report, heatmaps
 from tasad_jax.data import imageio, layouts
 from tasad_jax.runtime.errors import UserInputError
 
@@ -48,7 +48,7 @@ TABLE_KEYS = metrics.METRIC_KEYS + ('pixel_iou_at_threshold',)
 def method_label(method: str, coarse: str) -> str:
   """The table row of output key `method` ('cas' or 'tasad') of a coarse
   method: 'cas'/'tasad' for TASAD, e.g. 'destseg'/'destseg+fas' otherwise."""
-  return report_lib.method_labels(coarse)[method]
+  return html_report.method_labels(coarse)[method]
 
 
 def _check_split(split: dict, where: str, good: str) -> None:
@@ -82,8 +82,8 @@ def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
   """Maps and scores of the whole test split, for 'cas' and (if trained)
   'tasad'; with 'pad' and 'tile', maps of the masks' sizes."""
   check_trained_config(config, workdir)
-  runner = inference.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
-  return tiled_inference.run_images(
+  runner = two_stage.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
+  return whole_image.run_images(
       runner, tiling.Geometry.from_config(config), split['image'],
       config.eval.batch_size, [m.shape[:2] for m in split['mask']])
 
@@ -173,7 +173,7 @@ def _write_heatmaps(split, outputs, folder, count, writer, coarse: str,
   for i in _visual_indices(split, count):
     stem = os.path.splitext(os.path.basename(split['path'][i]))[0]
     name = f'{split["defect_type"][i]}_{stem}'
-    fig = visualize.figure(split['image'][i] / 255.0, split['mask'][i][..., 0],
+    fig = heatmaps.figure(split['image'][i] / 255.0, split['mask'][i][..., 0],
                            {m: outputs[f'{m}_map'][i] for m in shown}, ranges,
                            f'{split["defect_type"][i]}/{stem}  ' + '  '.join(
                                f'{m} score {outputs[f"{m}_score"][i]:.3f}'
@@ -193,7 +193,7 @@ def evaluate_category(config, workdir: str) -> dict:
     raise UserInputError(f'{workdir}: workdir not found')
   split = splits.load_split(config, 'test')
   # Real defects used in training (weak supervision) are not evaluated.
-  split, excluded = labelled.exclude(config, workdir, split)
+  split, excluded = weak_labels.exclude(config, workdir, split)
   _check_split(split, *layouts.test_location(config))
   outputs = run_inference(config, workdir, split)
   split = _images_at_map_size(split)
@@ -211,7 +211,7 @@ def evaluate_category(config, workdir: str) -> dict:
                                 trained))
   if trained is not None:
     report['trained_thresholds'] = trained
-  report['checkpoint_steps'] = report_lib.checkpoint_steps(workdir)
+  report['checkpoint_steps'] = html_report.checkpoint_steps(workdir)
   if names.TWO_STAGE not in report:
     report['note'] = 'no FAS checkpoint: coarse stage only'
   if jax.process_index() == 0:
@@ -224,7 +224,7 @@ def _publish(config, workdir, split, outputs, report) -> None:
   from tasad_jax.runtime.tf_host import metric_writers  # pylint: disable=g-import-not-at-top
   final = os.path.join(workdir, config.eval.folder)
 
-  scales = report_lib.map_scales(outputs)  # One scale for PNGs and page.
+  scales = html_report.map_scales(outputs)  # One scale for PNGs and page.
 
   def build(tmp):
     writer = metric_writers.create_default_writer(os.path.join(tmp, 'logs'))
@@ -234,7 +234,7 @@ def _publish(config, workdir, split, outputs, report) -> None:
                                          report['coarse'], scales)
     writer.close()
     fileio.write_json(os.path.join(tmp, 'metrics.json'), report)
-    report_lib.write_category_report(os.path.join(tmp, 'report.html'), split,
+    html_report.write_category_report(os.path.join(tmp, 'report.html'), split,
                                      outputs, report, config, scales=scales)
 
   fileio.atomic_dir(final, build)
@@ -268,7 +268,7 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
     config.data.category = categories[0]
     report = evaluate_category(config, workdir)
     if jax.process_index() == 0:
-      note = labelled.note(report)
+      note = weak_labels.note(report)
       print(format_table(report) + ('\n' + report['note'] if 'note' in report else '')
             + ('\n' + note if note else ''))
     return report
@@ -279,10 +279,10 @@ def evaluate(config, workdir: str, categories: list[str]) -> dict:
     reports.append(evaluate_category(c, os.path.join(workdir, name)))
   summary = {'categories': reports + [mean_report(reports)]}
   if jax.process_index() == 0:
-    note = labelled.note(summary['categories'][-1])
+    note = weak_labels.note(summary['categories'][-1])
     print(format_table(summary) + ('\n' + note if note else ''))
     folder = config.eval.folder
     fileio.write_json(os.path.join(workdir, folder, 'summary.json'), summary)
-    report_lib.write_index(os.path.join(workdir, folder, 'index.html'), summary,
+    html_report.write_index(os.path.join(workdir, folder, 'index.html'), summary,
                            {n: f'../{n}/{folder}/report.html' for n in categories})
   return summary

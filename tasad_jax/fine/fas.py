@@ -24,7 +24,7 @@ import numpy as np
 from tasad_jax.runtime import checkpointing
 from tasad_jax.core import losses, sharding, stage
 from tasad_jax import methods
-from tasad_jax.fine import selection as refine
+from tasad_jax.fine import selection
 from tasad_jax.runtime.errors import UserInputError
 from tasad_jax.models import segmenter_stage
 from tasad_jax.core.train_state import TrainState
@@ -33,10 +33,10 @@ from tasad_jax.core.train_state import TrainState
 SCORE_SOURCES = ('combined', 'coarse')
 
 
-def refine_params(config, training: bool) -> refine.RefineParams:
+def refine_params(config, training: bool) -> selection.RefineParams:
   """The FAS-input thresholds of training or of test (config.refine)."""
   r = config.refine
-  return refine.RefineParams(
+  return selection.RefineParams(
       histogram_fraction=r.train_histogram_fraction if training else r.test_histogram_fraction,
       seed_threshold=r.train_seed_threshold if training else r.test_seed_threshold,
       n_segments=r.n_segments, compactness=r.compactness, sigma=r.sigma)
@@ -45,7 +45,7 @@ def refine_params(config, training: bool) -> refine.RefineParams:
 class FineInput:
   """Coarse stage -> fine-stage input, on device or on the host."""
 
-  def __init__(self, coarse: methods.CoarseMethod, params: refine.RefineParams,
+  def __init__(self, coarse: methods.CoarseMethod, params: selection.RefineParams,
                on_device: bool):
     self.coarse, self.params, self.on_device = coarse, params, on_device
 
@@ -56,12 +56,12 @@ class FineInput:
     The coarse stage is frozen: no gradient flows into it.
     """
     outputs = jax.lax.stop_gradient(self.coarse.outputs(coarse_variables, images))
-    return outputs, refine.fas_inputs_device(outputs['map'], images,
+    return outputs, selection.fas_inputs_device(outputs['map'], images,
                                              self.params)[0]
 
   def host(self, coarse_maps: np.ndarray, images: np.ndarray) -> np.ndarray:
     """FAS inputs [N, S, S, 3] of numpy coarse maps and images (scikit-image)."""
-    return refine.fas_inputs(coarse_maps, images, self.params)
+    return selection.fas_inputs(coarse_maps, images, self.params)
 
   @functools.cached_property
   def _device_input(self):

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from tasad_jax.inference import predictor as predictor_lib
-from tasad_jax.reporting import html_report as report, heatmaps as visualize
+from tasad_jax.reporting import html_report, heatmaps
 from tasad_jax.data import imageio
 from tasad_jax.runtime.errors import UserInputError
 
@@ -86,7 +86,7 @@ def predict_files(workdir: str, pattern: str, output: str,
             Image.fromarray(result['masks'][i].astype(np.uint8) * 255).save(
                 os.path.join(output, 'masks', name + '.png'))
           scale = max(model.thresholds.get('pixel', heat.max()) * 2, 1e-6)
-          Image.fromarray(visualize.overlay(images[i] / 255.0, heat / scale)).save(
+          Image.fromarray(heatmaps.overlay(images[i] / 255.0, heat / scale)).save(
               os.path.join(output, 'heatmaps', name + '.png'))
       done += len(chunk)
       f.flush()
@@ -95,6 +95,6 @@ def predict_files(workdir: str, pattern: str, output: str,
       sys.stderr.flush()
   sys.stderr.write('\n')
   os.replace(partial, os.path.join(output, 'scores.csv'))
-  report.write_predict_index(
+  html_report.write_predict_index(
       output, lambda p: _output_name(os.path.abspath(p), root))
   return {'images': len(paths), 'scored': len(paths) - failed, 'failed': failed}

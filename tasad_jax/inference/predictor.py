@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 
 from tasad_jax.config import saved, schema
-from tasad_jax.inference import (two_stage as inference, thresholds,
-                                 whole_image as tiled_inference)
+from tasad_jax.inference import (two_stage, thresholds,
+                                 whole_image)
 from tasad_jax.core import sharding, tiling
 from tasad_jax.data import imageio
 from tasad_jax.runtime.errors import UserInputError
@@ -47,7 +47,7 @@ class Predictor:
     self.workdir = workdir
     schema.check(config, schema.PREDICT)
     self.geometry = tiling.Geometry.from_config(config)
-    self.runner = inference.TwoStage.from_workdir(config, workdir,
+    self.runner = two_stage.TwoStage.from_workdir(config, workdir,
                                                   sharding.make_mesh())
     self.method = self.runner.method
     self.thresholds = thresholds.load(workdir) or {}
@@ -67,7 +67,7 @@ class Predictor:
     rgb = [_as_uint8_rgb(image) for image in images]
     sizes = [x.shape[:2] for x in rgb]
     if self.geometry.mode != 'squash':
-      return tiled_inference.to_working(rgb, self.geometry), sizes
+      return whole_image.to_working(rgb, self.geometry), sizes
     batch = [imageio.resize_image(x, self.image_size) for x in rgb]
     return np.stack(batch).astype(np.float32) / 255.0, sizes
 
@@ -81,7 +81,7 @@ class Predictor:
        are None when the workdir has no thresholds.json.
     """
     x, sizes = self.preprocess(images)
-    out = tiled_inference.run_images(self.runner, self.geometry, x,
+    out = whole_image.run_images(self.runner, self.geometry, x,
                                      self.config.eval.batch_size,
                                      [m.shape[:2] for m in x])
     maps = [imageio.resize_map(m, h, w)

@@ -20,3 +20,4 @@ get = registry.get
 method_class = registry.method_class
 name_of = registry.name_of
 default_sections = registry.default_sections
+anomaly_defaults = registry.anomaly_defaults

@@ -4,8 +4,8 @@ What the paper's abstract gives, and what we chose where it is silent (marked
 "ours"; every choice is a field of config.coarse.anoseg):
 
 * Hard augmentation: synthetic anomalies with reference masks made from the
-  normal image itself, the pseudo-anomaly kind `anoseg_hard`
-  (`tasad_jax.data.pseudo_anomalies`): a copy rotated by 90/180/270 degrees, its quadrants
+  normal image itself, AnoSeg's own pseudo-anomaly kind `anoseg_hard`
+  (`tasad_jax.methods.anoseg_hard`; its settings `HARD_AUGMENTATION`): a copy rotated by 90/180/270 degrees, its quadrants
   permuted (probability 0.5, ours), strongly colour-jittered, pasted inside a
   random rectangle (ours: a rectangle, not a Perlin region), whose sides are
   10-50% of the image's (ours). The stream's kinds are config.anomaly's; the
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tasad_jax.models import segmenter as models
+from tasad_jax.models import segmenter
 from tasad_jax.core import scoring, sharding, stage
 from tasad_jax.runtime.errors import UserInputError
 from tasad_jax.methods import base, registry
@@ -73,7 +73,7 @@ class Generator(nn.Module):
     if self.coords:
       n, h, w, _ = x.shape
       x = jnp.concatenate([x, coord_channels(n, h, w, x.dtype)], axis=-1)
-    out = models.Segmenter(self.width, self.dtype, out_channels=4,
+    out = segmenter.Segmenter(self.width, self.dtype, out_channels=4,
                            name='segmenter')(x, train)
     return out[..., :1], jax.nn.sigmoid(out[..., 1:])
 
@@ -126,6 +126,20 @@ def masked_reconstruction_loss(reconstruction: jax.Array, image: jax.Array,
   return total / jnp.maximum(3.0 * jnp.sum(normal), 1.0)
 
 
+HARD_AUGMENTATION_KIND = 'anoseg_hard'
+# The hard augmentation's settings: fields of config.anomaly (their paths),
+# declared here with their defaults.
+HARD_AUGMENTATION = {
+    'anoseg_size_range': (0.1, 0.5),  # anoseg_hard: box sides, fractions of the image's (ours).
+    'anoseg_rotations': (90, 180, 270),  # anoseg_hard: rotations of the copy, degrees.
+    'anoseg_permute_probability': 0.5,  # anoseg_hard: chance to permute the copy's quadrants.
+    'anoseg_brightness': 0.4,  # anoseg_hard: brightness shift up to +-this (ours).
+    'anoseg_contrast_range': (0.4, 1.6),  # anoseg_hard: contrast factor (ours).
+    'anoseg_saturation_range': (0.0, 2.0),  # anoseg_hard: saturation factor (ours).
+    'anoseg_hue': 0.3,  # anoseg_hard: hue shift up to +-this of a turn (ours).
+}
+
+
 @registry.register
 class AnoSeg(base.CoarseMethod):
   """AnoSeg: a segmentation network trained on hard augmentations with
@@ -147,6 +161,8 @@ class AnoSeg(base.CoarseMethod):
       'score': 'mean_filter_max',  # Image score: 'mean_filter_max' (as TASAD) or 'top_k'.
       'top_k': 100,  # For score='top_k': mean of the k largest map values.
   }
+  pseudo_anomaly_kinds = {HARD_AUGMENTATION_KIND: 'tasad_jax.methods.anoseg_hard'}
+  anomaly_defaults = HARD_AUGMENTATION
 
   def __init__(self, config):
     super().__init__(config)

@@ -39,6 +39,10 @@ class CoarseMethod(stage.Stage):
   seed_index = 0
   method: str = ''  # Registered name, config.coarse.name.
   defaults: dict = {}  # Settings under config.coarse.<method>.
+  # Pseudo-anomaly kinds of its own: kind name -> the module registering it
+  # (`data.pseudo_anomalies.register_kind`), imported only by the stream.
+  pseudo_anomaly_kinds: dict[str, str] = {}
+  anomaly_defaults: dict = {}  # Those kinds' settings, fields of config.anomaly.
 
   @property
   def settings(self):

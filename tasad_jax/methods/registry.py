@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tasad_jax.data import kind_modules
 from tasad_jax.runtime.errors import UserInputError
 
 REGISTRY: dict[str, type] = {}
@@ -32,6 +33,8 @@ def register(cls: type) -> type:
   if not name or (name in REGISTRY and REGISTRY[name] is not cls):
     raise ValueError(f'coarse method name {name!r} empty or taken')
   REGISTRY[name] = cls
+  for kind, module in cls.pseudo_anomaly_kinds.items():
+    kind_modules.provide(kind, module)
   return cls
 
 
@@ -67,6 +70,13 @@ def default_sections() -> dict[str, dict]:
   """{method: its defaults} of every bundled or registered method."""
   load_bundled()
   return {name: dict(cls.defaults) for name, cls in sorted(REGISTRY.items())}
+
+
+def anomaly_defaults() -> dict[str, Any]:
+  """The config.anomaly fields that methods' own pseudo-anomaly kinds add."""
+  load_bundled()
+  return {k: v for cls in REGISTRY.values()
+          for k, v in cls.anomaly_defaults.items()}
 
 
 def get(config):

@@ -30,7 +30,7 @@ from PIL import Image
 from tasad_jax.core import names
 from tasad_jax.runtime import fileio
 from tasad_jax.core import metrics
-from tasad_jax.reporting import heatmaps as visualize
+from tasad_jax.reporting import heatmaps
 
 PANEL = 192  # Gallery panels wider than this are downscaled to it.
 
@@ -229,9 +229,9 @@ def _gallery(split, outputs, labels, final, threshold, scales,
       norm = {m: (outputs[f'{m}_map'][i] - scales[m][0])
                  / (scales[m][1] - scales[m][0]) for m in shown}
       for m in shown:
-        panels.append((f'{labels[m]} map', visualize.colorize(norm[m])))
+        panels.append((f'{labels[m]} map', heatmaps.colorize(norm[m])))
       panels.append((f'{labels[final]} overlay',
-                     visualize.overlay(rgb / 255.0, norm[final])))
+                     heatmaps.overlay(rgb / 255.0, norm[final])))
       score = float(outputs[f'{final}_score'][i])
       defective = bool(split['label'][i] > 0)
       flagged = score >= threshold
@@ -290,7 +290,7 @@ def write_category_report(path: str, split: dict, outputs: dict, report: dict,
     per_defect: images shown per defect type.
     scales: each method's colour scale (default `map_scales(outputs)`).
   """
-  from tasad_jax.reporting import plots as report_plots  # pylint: disable=g-import-not-at-top
+  from tasad_jax.reporting import plots  # pylint: disable=g-import-not-at-top
   labels = method_labels(report['coarse'])
   shown = names.present(report)
   final, threshold, source = decision_threshold(report)
@@ -316,9 +316,9 @@ def write_category_report(path: str, split: dict, outputs: dict, report: dict,
                                                      split_labels)
   body.append(f'<p>Decisions below use {_e(labels[final])} at image score '
               f'{threshold:.4f} ({_e(source)}).</p>')
-  curves = report_plots.curves_png(split, outputs, report, labels)
-  hist = report_plots.histogram_png(split_labels, outputs, report, labels)
-  bar = report_plots.colorbar_png(scales, labels)
+  curves = plots.curves_png(split, outputs, report, labels)
+  hist = plots.histogram_png(split_labels, outputs, report, labels)
+  bar = plots.colorbar_png(scales, labels)
   body += ['<h2>Curves</h2>',
            '<p class="muted">Circles: F1-optimal threshold of each method; '
            'squares: the normal-data threshold of thresholds.json.</p>',

@@ -15,7 +15,7 @@ import numpy as np
 
 from tasad_jax.core import names
 from tasad_jax.core import metrics
-from tasad_jax.reporting import heatmaps as visualize
+from tasad_jax.reporting import heatmaps
 
 _COLORS = {'cas': '#1f77b4', 'tasad': '#d62728'}
 _DPI = 100
@@ -139,10 +139,10 @@ def histogram_png(labels: np.ndarray, outputs: dict, report: dict,
 
 def colorbar_png(scales: dict[str, tuple[float, float]],
                  labels: dict[str, str]) -> bytes:
-  """The gallery's colour scale of each method (visualize.colorize)."""
+  """The gallery's colour scale of each method (heatmaps.colorize)."""
   from matplotlib.cm import ScalarMappable  # pylint: disable=g-import-not-at-top
   from matplotlib.colors import ListedColormap, Normalize  # pylint: disable=g-import-not-at-top
-  cmap = ListedColormap(visualize.colorize(np.linspace(0, 1, 256)) / 255.0)
+  cmap = ListedColormap(heatmaps.colorize(np.linspace(0, 1, 256)) / 255.0)
   fig = _figure(6, 0.75 * len(scales))
   axes = np.atleast_1d(fig.subplots(len(scales), 1))
   for ax, (m, scale) in zip(axes, scales.items()):

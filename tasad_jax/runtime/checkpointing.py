@@ -16,7 +16,7 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
-from tasad_jax.runtime import checkpoint_integrity as ckpt_integrity
+from tasad_jax.runtime import checkpoint_integrity
 from tasad_jax.runtime.errors import CheckpointWriteError, UserInputError
 
 
@@ -103,7 +103,7 @@ class Checkpointer:
       self._manager.wait_until_finished()
       for step in self._pending:  # Orbax's primary process writes the files.
         if jax.process_index() == 0 and os.path.isdir(self.step_dir(step)):
-          ckpt_integrity.write_manifest(self.step_dir(step))
+          checkpoint_integrity.write_manifest(self.step_dir(step))
     except Exception as e:  # pylint: disable=broad-except
       self._write_failed(self._pending[-1] if self._pending else -1, e)
     finally:
@@ -134,7 +134,7 @@ class Checkpointer:
       raise UserInputError(f'{self.directory}: no checkpoint of step {step}; '
                            f'steps here: {self.all_steps()}')
     where = self.step_dir(step)
-    if not ckpt_integrity.verify(where):
+    if not checkpoint_integrity.verify(where):
       logging.warning('%s: no checksums (written before they existed, or cut '
                       'off before them); restoring unverified', where)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
@@ -142,7 +142,7 @@ class Checkpointer:
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # pylint: disable=broad-except
-      raise ckpt_integrity.DamagedCheckpoint(
+      raise checkpoint_integrity.DamagedCheckpoint(
           where, 'data', f'unreadable ({type(e).__name__}: '
           f'{str(e).splitlines()[0] if str(e) else ""})') from None
 
@@ -155,8 +155,8 @@ class Checkpointer:
     for step in reversed(self.all_steps()):
       try:
         return self.restore(template, step), step
-      except ckpt_integrity.DamagedCheckpoint as e:
-        moved = (ckpt_integrity.move_aside(e.step_dir)
+      except checkpoint_integrity.DamagedCheckpoint as e:
+        moved = (checkpoint_integrity.move_aside(e.step_dir)
                  if jax.process_index() == 0 else 'the .damaged folder')
         message = (f'warning: {e}; moved it to {moved} and fell back to an '
                    'older checkpoint')
@@ -172,7 +172,7 @@ class Checkpointer:
     try:
       stored = _shapes(self._manager.item_metadata(step))
     except Exception as e:  # pylint: disable=broad-except
-      raise ckpt_integrity.DamagedCheckpoint(
+      raise checkpoint_integrity.DamagedCheckpoint(
           where, 'metadata', f'unreadable ({type(e).__name__}: {e})') from None
     expected = _shapes(abstract)
     for path, shape in sorted(expected.items()):

@@ -23,7 +23,7 @@ import numpy as np
 
 from tasad_jax.config import saved, schema
 from tasad_jax.core import sharding, stage as stage_lib
-from tasad_jax.data import holdout, splits, weak_labels as labelled
+from tasad_jax.data import holdout, splits, weak_labels
 from tasad_jax.fine import stages
 from tasad_jax.inference import thresholds
 from tasad_jax.runtime import checkpointing, distributed, preemption
@@ -45,7 +45,7 @@ def check_workdir(workdir: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Trains the stages in `config.stages` in `workdir` (resuming if possible)."""
-  from tasad_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from tasad_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   distributed.initialize(config)
   check_workdir(workdir)
   schema.check(config, schema.TRAIN)
@@ -58,10 +58,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
         splits.load_split(config, 'train')['image'],
         config.threshold.holdout_fraction, config.seed)
     # Weak supervision: real defects mixed into every stage's stream.
-    real = labelled.for_training(config, workdir, jax.process_index() == 0)
+    real = weak_labels.for_training(config, workdir, jax.process_index() == 0)
     cas_pool = None
     for name in config.stages:
-      data = input_pipeline.load_train_data(config, name, train_images,
+      data = pipeline.load_train_data(config, name, train_images,
                                             cas_pool, real)
       cas_pool = data.sources
       train_stage(config, workdir, stages.build_stage(config, name), data, mesh, stop)
@@ -74,11 +74,11 @@ def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
   'pad' and 'tile' score whole images (`tiled_inference`), the pixel
   threshold from their maps at the evaluation resolution.
   """
-  from tasad_jax.inference import (two_stage as inference,  # pylint: disable=g-import-not-at-top
-                                   whole_image as tiled_inference)
+  from tasad_jax.inference import (two_stage,  # pylint: disable=g-import-not-at-top
+                                   whole_image)
   from tasad_jax.core import tiling
-  runner = inference.TwoStage.from_workdir(config, workdir, mesh)
-  out = tiled_inference.run_images(runner, tiling.Geometry.from_config(config),
+  runner = two_stage.TwoStage.from_workdir(config, workdir, mesh)
+  out = whole_image.run_images(runner, tiling.Geometry.from_config(config),
                                    images, config.eval.batch_size)
   per_method = thresholds.per_method(out, config.threshold.target_false_alarm_rate)
   # The final stage's thresholds at the top level, as before per_method.
@@ -162,7 +162,7 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
   """
   # pylint: disable=g-import-not-at-top
   from clu import periodic_actions
-  from tasad_jax.data import pipeline as input_pipeline
+  from tasad_jax.data import pipeline
   from tasad_jax.runtime.tf_host import metric_writers
   # pylint: enable=g-import-not-at-top
   name, total = stage.name, stage.num_steps
@@ -180,7 +180,7 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
 
   context = stage.context(workdir, mesh)
   program_at = stage_lib.compile_phases(stage, state, mesh, context)
-  stream = input_pipeline.train_dataset(
+  stream = pipeline.train_dataset(
       data, config, name, batch_size=config.train.batch_size,
       start_step=start).as_numpy_iterator()
   writer = metric_writers.create_default_writer(

@@ -59,13 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.perlin_threshold_range = (0.0, 1.0)  # Mask = noise > t, t uniform here.
   config.anomaly.perlin_beta_range = (0.0, 0.8)  # Blend opacity 1 - beta.
   config.anomaly.coarse_methods = ()  # Kinds of the coarse stage's stream only (() = methods).
-  config.anomaly.anoseg_size_range = (0.1, 0.5)  # anoseg_hard: box sides, fractions of the image's (ours).
-  config.anomaly.anoseg_rotations = (90, 180, 270)  # anoseg_hard: rotations of the copy, degrees.
-  config.anomaly.anoseg_permute_probability = 0.5  # anoseg_hard: chance to permute the copy's quadrants.
-  config.anomaly.anoseg_brightness = 0.4  # anoseg_hard: brightness shift up to +-this (ours).
-  config.anomaly.anoseg_contrast_range = (0.4, 1.6)  # anoseg_hard: contrast factor (ours).
-  config.anomaly.anoseg_saturation_range = (0.0, 2.0)  # anoseg_hard: saturation factor (ours).
-  config.anomaly.anoseg_hue = 0.3  # anoseg_hard: hue shift up to +-this of a turn (ours).
+  for name, value in methods.anomaly_defaults().items():
+    # Settings of a method's own kinds (AnoSeg's anoseg_hard), with their
+    # one-line comments in the method's module (tasad_jax/methods/<name>.py).
+    config.anomaly[name] = value
   config.anomaly.fas_source_fraction = 0.1  # Share of the sources the fine stage draws from.
   config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
 
