@@ -33,7 +33,8 @@ def test_labelled_test_images_never_reach_the_evaluated_set(tmp_path):
   config = _config(root, 'test:2')
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
-  used = weak_labels.for_training(config, workdir)
+  used = weak_labels.load(config)
+  weak_labels.record(config, workdir, used)
   with open(os.path.join(workdir, weak_labels.RECORD)) as f:
     files = json.load(f)['files']
   assert len(files) == 4 and sorted(used['defect_type']) == ['crack'] * 2 + ['hole'] * 2

@@ -15,7 +15,7 @@ import pytest
 
 from tasad_jax.evaluation import evaluate
 from tasad_jax.core import metrics
-from tasad_jax.reporting import html_report
+from tasad_jax.reporting import predictions_page
 
 
 class _Page(html.parser.HTMLParser):
@@ -159,7 +159,7 @@ def test_predict_index_lists_outputs_by_score(tmp_path):
     writer.writerow(['bad.png', '', '', 'bad.png: cannot decode image'])
   stem = lambda p: os.path.splitext(p)[0]
   for inline_limit, inline_images in ((10, 3), (1, 0)):
-    html_report.write_predict_index(str(out), stem, inline_limit=inline_limit)
+    predictions_page.write_predict_index(str(out), stem, inline_limit=inline_limit)
     text = (out / 'index.html').read_text(encoding='utf-8')
     page, images = _check_self_contained(text)
     order = [a['data-path'] for t, a in page.tags if 'data-path' in a]

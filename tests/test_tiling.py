@@ -294,5 +294,5 @@ def test_tile_and_pad_predict_folders_and_refuse_a_missing_size(tile_workdir,
                                        str(tmp_path / 'out'), batch_size=2)
   assert counts == {'images': 2, 'scored': 2, 'failed': 0}
   masks = sorted(os.listdir(tmp_path / 'out' / 'masks'))
-  assert masks == ['0.png', '1.png']
-  assert Image.open(tmp_path / 'out' / 'masks' / '0.png').size == (80, 50)
+  assert masks == ['0.png.png', '1.png.png']  # The input's name, extension kept.
+  assert Image.open(tmp_path / 'out' / 'masks' / '0.png.png').size == (80, 50)

@@ -22,18 +22,23 @@ def define_flags() -> None:
                        'use (0 = the latest).')
   flags.DEFINE_string('input', None, 'An image file, a folder, or a glob.')
   flags.DEFINE_string('output', None, 'Folder for scores.csv, masks, heat maps.')
-  flags.DEFINE_integer('batch_size', 16, 'Images per batch.')
+  flags.DEFINE_integer('batch_size', 16, 'Images per batch.', lower_bound=1)
   flags.mark_flags_as_required(['workdir', 'input', 'output'])
 
 
 def main(argv):
   del argv  # Checked by cli_main.
   from tasad_jax.inference import batch_predict  # pylint: disable=g-import-not-at-top
+  from tasad_jax.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
   counts = batch_predict.predict_files(FLAGS.workdir, FLAGS.input, FLAGS.output,
                                        FLAGS.batch_size,
                                        restore_step=FLAGS.restore_step)
+  results = os.path.join(FLAGS.output, batch_predict.RESULTS)
+  if not counts['scored']:
+    raise UserInputError(f'{FLAGS.input}: no image could be scored '
+                         f'({counts["failed"]} unreadable; see {results})')
   print(f'{counts["scored"]} images scored, {counts["failed"]} unreadable; '
-        f'{os.path.join(FLAGS.output, "scores.csv")}')
+        f'{results}')
 
 
 def run(argv=None) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
@@ -26,17 +26,40 @@ from tasad_jax.runtime.errors import UserInputError
 FILE = 'config.json'
 
 
+def _kind_of(default) -> tuple[str, Callable[[Any], bool]]:
+  """The kind of a default value, and whether a saved value is of it."""
+  if isinstance(default, bool):
+    return 'True or False', lambda v: isinstance(v, bool)
+  if isinstance(default, int):
+    return 'an integer', lambda v: isinstance(v, int) and not isinstance(v, bool)
+  if isinstance(default, float):
+    return 'a number', lambda v: isinstance(v, (int, float)) and not isinstance(
+        v, bool)
+  if isinstance(default, str):
+    return 'a string', lambda v: isinstance(v, str)
+  if isinstance(default, (list, tuple)):
+    return 'a list', lambda v: isinstance(v, (list, tuple))
+  return 'any value', lambda v: True
+
+
 def merge(base: dict[str, Any], saved: dict[str, Any], where: str = 'config'
           ) -> dict[str, Any]:
-  """`base` updated by `saved`, section by section (new dicts, inputs kept)."""
+  """`base` updated by `saved`, section by section (new dicts, inputs kept);
+  a saved value of another kind than the default's is refused, naming it,
+  as a command-line override of that field would be."""
   out = dict(base)
   for key, value in saved.items():
     if isinstance(out.get(key), dict):
       if not isinstance(value, dict):
         raise UserInputError(f'{where}.{key}: a section, saved as {value!r}')
       out[key] = merge(out[key], value, f'{where}.{key}')
-    else:
-      out[key] = value
+      continue
+    if key in out:
+      kind, fits = _kind_of(out[key])
+      if not fits(value):
+        raise UserInputError(f'{where}.{key}: saved as {value!r}, not '
+                             f'{kind}')
+    out[key] = value
   return out
 
 
@@ -75,6 +98,26 @@ def load(workdir: str, restore_step: int = 0) -> ml_collections.ConfigDict:
     raise UserInputError(f'{path(workdir)}: {e}') from None
   config.restore_step = int(restore_step)
   return config
+
+
+# The fields that shape the trained networks: a checkpoint restores only into
+# the config that wrote it.
+NETWORK_FIELDS = (('model', 'width'), ('data', 'image_size'), ('coarse', 'name'),
+                  ('model', 'norm'))
+
+
+def check_matches(config, workdir: str) -> None:
+  """Raises UserInputError naming the first network field of `config` that
+  differs from the workdir's saved config (none saved: nothing to match)."""
+  if read(workdir) is None:
+    return
+  trained = load(workdir)
+  for section, name in NETWORK_FIELDS:
+    current, value = config[section][name], trained[section][name]
+    if current != value:
+      raise UserInputError(
+          f'config.{section}.{name}: {current!r}, but {workdir} was trained '
+          f'with {value!r} ({path(workdir)})')
 
 
 def write(config, workdir: str) -> None:

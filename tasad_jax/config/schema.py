@@ -32,23 +32,28 @@ def _is_int(value) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
-def data(config) -> None:
-  """config.data: sizes, reader, layout, resize mode and weak labels."""
+def geometry(config) -> None:
+  """The image size and resize mode: how images meet the network."""
   d = config.data
   _need(_is_int(d.image_size) and d.image_size >= 16, 'data.image_size',
         f'{d.image_size!r} must be an integer >= 16')
+  tiling.Geometry.from_config(config).check()
+
+
+def data(config) -> None:
+  """config.data: the reader, layout, resize mode and weak labels."""
+  d = config.data
+  geometry(config)
   _need(d.loader in ('folder', 'tfds'), 'data.loader',
         f"{d.loader!r} must be 'folder' or 'tfds'")
   layouts.check_config(config)
-  geometry = tiling.Geometry.from_config(config)
-  geometry.check()
-  if geometry.mode != 'squash':
+  mode = tiling.Geometry.from_config(config).mode
+  if mode != 'squash':
     _need(d.loader == 'folder', 'data.loader',
           f"{d.loader!r} reads squashed images only; use loader='folder' with "
-          f'resize={geometry.mode!r}')
+          f'resize={mode!r}')
     _need(not d.labelled_anomalies, 'data.labelled_anomalies',
-          f"not supported with resize={geometry.mode!r} yet; use "
-          "resize='squash'")
+          f"not supported with resize={mode!r} yet; use resize='squash'")
   weak_labels.check_config(config)
 
 
@@ -85,14 +90,20 @@ def model(config) -> None:
     stages.build_stage(config, name)
 
 
-def train(config) -> None:
-  """config.train and config.stages (the device count is the job's)."""
+def devices(config) -> None:
+  """config.train.batch_size against the job's devices."""
   t = config.train
   import jax  # pylint: disable=g-import-not-at-top
-  devices = jax.device_count()
+  count = jax.device_count()
   _need(_is_int(t.batch_size) and t.batch_size >= 1
-        and t.batch_size % devices == 0, 'train.batch_size',
-        f'{t.batch_size} is not divisible by the {devices} devices')
+        and t.batch_size % count == 0, 'train.batch_size',
+        f'{t.batch_size} is not divisible by the {count} devices')
+
+
+def train(config) -> None:
+  """config.train and config.stages (also read by inference: the stages'
+  states are built with their optimisers)."""
+  t = config.train
   kind, warmup = train_state.schedule_fields(t)
   _need(kind in train_state.SCHEDULES, 'train.lr_schedule',
         f'{kind!r} must be one of {train_state.SCHEDULES}')
@@ -116,6 +127,8 @@ def evaluation(config) -> None:
         f'{e.batch_size!r} must be an integer >= 1')
   _need(_is_int(e.num_visualizations) and e.num_visualizations >= 0,
         'eval.num_visualizations', 'must be an integer >= 0')
+  _need(isinstance(e.while_training, bool), 'eval.while_training',
+        'must be True or False')
   _need(0.0 < e.aupro_fpr_limit <= 1.0, 'eval.aupro_fpr_limit',
         f'{e.aupro_fpr_limit} must be in (0, 1]')
   _need(0.0 <= t.holdout_fraction < 1.0, 'threshold.holdout_fraction',
@@ -127,9 +140,10 @@ def evaluation(config) -> None:
 
 
 SECTIONS: dict[str, tuple[Callable, ...]] = {
-    TRAIN: (distributed.check_config, data, anomaly, model, train, evaluation),
-    EVALUATE: (distributed.check_config, data, model, evaluation),
-    PREDICT: (model, evaluation),
+    TRAIN: (distributed.check_config, data, anomaly, model, devices, train,
+            evaluation),
+    EVALUATE: (distributed.check_config, data, model, train, evaluation),
+    PREDICT: (geometry, model, train, evaluation),
 }
 
 

@@ -1,8 +1,9 @@
 """Reading and resizing images and masks from files, without TensorFlow.
 
 Camera folders hold whatever was written: grey or colour, 8 or 16 bits, with or
-without alpha, PNG/JPEG/BMP/TIFF. Everything is turned into uint8 RGB so the
-rest of the framework sees one format; a file that cannot be decoded raises a
+without alpha, PNG/JPEG/BMP/TIFF, turned by an EXIF orientation. Everything is
+turned into uint8 RGB, the right way up, so training, evaluation and
+prediction see one format; a file that cannot be decoded raises a
 `UserInputError` naming it.
 """
 
@@ -12,7 +13,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tasad_jax.runtime.errors import UserInputError
 
@@ -25,13 +26,29 @@ def is_image_file(path: str) -> bool:
   return (not name.startswith('.')) and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+# The largest image read, in pixels: 2^28 (268 megapixels, 16384 x 16384 or a
+# 40000 x 6700 line-scan strip; 805 MB as 8-bit RGB). PIL's own guard against
+# decompression bombs (89 megapixels) is raised to it; above, one line says so.
+MAX_PIXELS = 1 << 28
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
+ORIENTATION = 0x0112  # The EXIF tag.
+
+
 def _open(path: str) -> Image.Image:
+  """Decodes `path`, turned as its EXIF orientation says (as viewers show it)."""
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       img = Image.open(path)
+      if img.width * img.height > MAX_PIXELS:
+        raise UserInputError(
+            f'{path}: {img.width}x{img.height} is {img.width * img.height / 1e6:.0f}'
+            f' megapixels, above the {MAX_PIXELS / 1e6:.0f}-megapixel limit '
+            '(tasad_jax.data.imageio.MAX_PIXELS); cut it into parts first')
       img.load()
-    return img
+      if img.getexif().get(ORIENTATION, 1) != 1:  # No copy of upright images.
+        img = ImageOps.exif_transpose(img)
+      return img
   except FileNotFoundError:
     raise UserInputError(f'{path}: file not found') from None
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as e:

@@ -146,6 +146,7 @@ def write_split(config, output: str, source: str = '') -> dict[str, int]:
     UserInputError: no normal image is held out (holdout_fraction 0, or a
       single train image).
   """
+  fileio.check_writable(output, folder=True, what='--output')
   samples = held_out(config)
   if not samples:
     raise UserInputError('config.threshold.holdout_fraction: no train image is '

@@ -84,6 +84,7 @@ def load(config, test_split: dict | None = None) -> dict | None:
 
   `test_split` is the category's loaded test split (loaded when needed).
   """
+  check_config(config)
   s = spec(config)
   if not s:
     return None
@@ -109,18 +110,18 @@ def _real(paths) -> list[str]:
   return sorted(_real_each(paths))
 
 
-def for_training(config, workdir: str, write: bool = True) -> dict | None:
-  """`load(config)`, recorded in `<workdir>/labelled_anomalies.json`."""
-  out = load(config)
-  if out is not None:
-    logging.info('Weak supervision: %d labelled anomalies (%s) at rate %s',
-                 len(out['label']), spec(config), config.data.labelled_rate)
-    if write:
-      fileio.write_json(os.path.join(workdir, RECORD), {
-          'labelled_anomalies': spec(config),
-          'labelled_rate': float(config.data.labelled_rate),
-          'files': _real(out['path'])})
-  return out
+def record(config, workdir: str, loaded: dict | None) -> None:
+  """Writes `<workdir>/labelled_anomalies.json` for what `load` gave
+  training (nothing without labelled anomalies), so evaluation leaves them
+  out."""
+  if loaded is None:
+    return
+  logging.info('Weak supervision: %d labelled anomalies (%s) at rate %s',
+               len(loaded['label']), spec(config), config.data.labelled_rate)
+  fileio.write_json(os.path.join(workdir, RECORD), {
+      'labelled_anomalies': spec(config),
+      'labelled_rate': float(config.data.labelled_rate),
+      'files': _real(loaded['path'])})
 
 
 def recorded_files(workdir: str) -> list[str]:

@@ -85,6 +85,8 @@ def export(workdir: str, output: str, format_: str = 'stablehlo',
            ) -> tuple[int, int]:
   """Exports a workdir's model to `output`; returns the (height, width) of
   the images the program takes."""
+  fileio.check_writable(output, folder=format_ == 'saved_model',
+                        what='--output')
   config = predictor.load_config(workdir, restore_step)
   height, width = image_shape(tiling.Geometry.from_config(config), height,
                               width)

@@ -30,7 +30,7 @@ import numpy as np
 from tasad_jax.config import saved, schema
 from tasad_jax.data import splits
 from tasad_jax.core import names
-from tasad_jax.runtime import distributed, fileio
+from tasad_jax.runtime import preemption, distributed, fileio
 from tasad_jax.inference import (two_stage, thresholds,
                                  whole_image)
 from tasad_jax.data import weak_labels
@@ -64,24 +64,10 @@ def _check_split(split: dict, where: str, good: str) -> None:
                          'anomalies')
 
 
-def check_trained_config(config, workdir: str) -> None:
-  """The model fields must match those the workdir was trained with."""
-  if saved.read(workdir) is None:
-    return
-  trained = saved.load(workdir)
-  for section, name in (('model', 'width'), ('data', 'image_size'),
-                        ('coarse', 'name')):
-    current, value = config[section][name], trained[section][name]
-    if current != value:
-      raise UserInputError(
-          f'config.{section}.{name}: {current!r}, but {workdir} was trained '
-          f'with {value!r} ({saved.path(workdir)})')
-
-
 def run_inference(config, workdir: str, split: dict) -> dict[str, np.ndarray]:
   """Maps and scores of the whole test split, for 'cas' and (if trained)
   'tasad'; with 'pad' and 'tile', maps of the masks' sizes."""
-  check_trained_config(config, workdir)
+  saved.check_matches(config, workdir)
   runner = two_stage.TwoStage.from_workdir(config, workdir, sharding.make_mesh())
   return whole_image.run_images(
       runner, tiling.Geometry.from_config(config), split['image'],
@@ -191,6 +177,10 @@ def evaluate_category(config, workdir: str) -> dict:
   """Evaluates one category; writes `<workdir>/eval/` atomically; returns the report."""
   if not os.path.isdir(workdir):
     raise UserInputError(f'{workdir}: workdir not found')
+  if not config.eval.while_training:
+    preemption.refuse_if_locked(workdir, hint=(
+        'wait for it, or evaluate the checkpoints it has finished with '
+        '--config.eval.while_training=True'))
   split = splits.load_split(config, 'test')
   # Real defects used in training (weak supervision) are not evaluated.
   split, excluded = weak_labels.exclude(config, workdir, split)

@@ -15,7 +15,10 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
+from absl import logging
+
 from tasad_jax.config import saved, schema
+from tasad_jax.core import names
 from tasad_jax.inference import (two_stage, thresholds,
                                  whole_image)
 from tasad_jax.core import sharding, tiling
@@ -24,11 +27,17 @@ from tasad_jax.runtime.errors import UserInputError
 
 
 def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
+  """uint8 RGB of an image array; floats in [0, 1] (or 0..255) must be
+  finite: a NaN image is refused, not scored as a black one."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
-    if np.issubdtype(image.dtype, np.floating) and image.max(initial=0) <= 1.0:
-      image = image * 255.0
-    image = np.clip(np.nan_to_num(image), 0, 255).round().astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+      if not np.isfinite(image).all():
+        raise UserInputError(f'image of shape {image.shape}: NaN or infinite '
+                             'values; give finite floats in [0, 1]')
+      if image.max(initial=0) <= 1.0:
+        image = image * np.float32(255.0)
+    image = np.clip(image, 0, 255).round().astype(np.uint8)
   if image.ndim == 2:
     image = image[..., None]
   if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
@@ -50,7 +59,17 @@ class Predictor:
     self.runner = two_stage.TwoStage.from_workdir(config, workdir,
                                                   sharding.make_mesh())
     self.method = self.runner.method
-    self.thresholds = thresholds.load(workdir) or {}
+    # The thresholds of the output that is scored, never another's.
+    self.thresholds = thresholds.for_output(thresholds.load(workdir),
+                                            self.method)
+    self.warnings = []
+    if self.runner.fas is None and names.FINE_STAGE in config.stages:
+      self.warnings.append(
+          f'{workdir}: no FAS checkpoint; scoring with the coarse stage '
+          'alone' + (', with its own thresholds' if self.thresholds else
+                     ' (no thresholds for it: no decisions or masks)'))
+    for line in self.warnings:
+      logging.warning(line)
 
   @property
   def image_size(self) -> int:

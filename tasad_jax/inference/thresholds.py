@@ -21,6 +21,7 @@ import numpy as np
 from tasad_jax.core import names
 from tasad_jax.runtime import fileio
 from tasad_jax.core import metrics
+from tasad_jax.runtime.errors import UserInputError
 
 FILE = 'thresholds.json'
 
@@ -48,16 +49,24 @@ def per_method(outputs: dict, target_rate: float) -> dict:
           for m in names.present(outputs)}
 
 
+def for_output(trained: dict | None, method: str) -> dict:
+  """{'image', 'pixel', ...}: the thresholds of output `method` ('cas' or
+  'tasad') in a thresholds.json dict; {} when it holds none for it (never
+  another output's: a coarse score against coarse+FAS thresholds would
+  decide wrongly without a word)."""
+  if not trained:
+    return {}
+  if method in trained.get('per_method', {}):
+    return dict(trained['per_method'][method])
+  if trained.get('method', names.TWO_STAGE) == method:  # Before per_method.
+    return {k: trained[k] for k in ('image', 'pixel') if k in trained}
+  return {}
+
+
 def pixel_threshold(trained: dict | None, method: str) -> float | None:
   """The normal-data pixel threshold of output `method` ('cas' or 'tasad')
   in a thresholds.json dict, or None when it holds none for that method."""
-  if not trained:
-    return None
-  if method in trained.get('per_method', {}):
-    return trained['per_method'][method].get('pixel')
-  if trained.get('method') == method:
-    return trained.get('pixel')
-  return None
+  return for_output(trained, method).get('pixel')
 
 
 def save(workdir: str, values: dict) -> None:
@@ -65,9 +74,20 @@ def save(workdir: str, values: dict) -> None:
 
 
 def load(workdir: str) -> dict | None:
+  """A workdir's thresholds.json (None without one); a damaged one raises
+  UserInputError naming the file."""
   path = os.path.join(workdir, FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      values = json.load(f)
+    for entry in [values] + list(values.get('per_method', {}).values()):
+      for key in ('image', 'pixel'):
+        if key in entry:
+          float(entry[key])
+  except (OSError, ValueError, TypeError, AttributeError) as e:
+    raise UserInputError(f'{path}: unreadable thresholds ({e}); delete it or '
+                         'retrain to make it again') from None
+  return values
 

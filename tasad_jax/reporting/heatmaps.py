@@ -18,10 +18,22 @@ def colorize(values: np.ndarray) -> np.ndarray:
   return ((1 - t) * _ANCHORS[lo] + t * _ANCHORS[lo + 1]).round().astype(np.uint8)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """Blends a colourised heat map [H, W] in [0, 1] over an image [H, W, 3] in [0, 1]."""
-  base = (np.clip(image, 0, 1) * 255).astype(np.float64)
-  return ((1 - alpha) * base + alpha * colorize(heat)).round().astype(np.uint8)
+ROWS = 64  # Rows blended at a time: a band of a 20000-pixel-wide image ~ 30 MB.
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
+            scale: float = 1.0) -> np.ndarray:
+  """Blends the colourised `heat * scale` ([H, W], clipped to [0, 1]) over
+  an image [H, W, 3] (uint8, or float in [0, 1]) into uint8 RGB, a band of
+  rows at a time, so an image of any size needs no full-size float copy."""
+  if image.dtype != np.uint8:
+    image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+  out = np.empty(image.shape[:2] + (3,), np.uint8)
+  for y in range(0, image.shape[0], ROWS):
+    base = image[y:y + ROWS].astype(np.float32)
+    colour = colorize(heat[y:y + ROWS] * scale)
+    out[y:y + ROWS] = ((1 - alpha) * base + alpha * colour).round()
+  return out
 
 
 def figure(image, mask, maps: dict[str, np.ndarray], ranges: dict[str, tuple],

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports: one page per evaluation, an index of predictions.
+"""Self-contained HTML evaluation reports: one page per category, an index.
 
 An inspection engineer wants to see where the model fails and where to put
 the threshold. `write_category_report` writes one HTML page per evaluated
@@ -9,81 +9,21 @@ false alarms and a few images of each defect type, each method's maps on one
 colour scale for the whole page, stated there. Images and plots are inline
 (base64), there is no script and nothing is fetched from the network, so the
 page opens offline and can be mailed as one file. Plots are drawn with
-matplotlib, imported lazily in `report_plots`.
+matplotlib, imported lazily in `reporting.plots`; `predict.py`'s page is
+`reporting.predictions_page`.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import datetime
-import heapq
-import html
-import io
 import json
 import os
 import urllib.parse
 
 import numpy as np
-from PIL import Image
 
-from tasad_jax.core import names
+from tasad_jax.core import metrics, names
+from tasad_jax.reporting import heatmaps, pages
 from tasad_jax.runtime import fileio
-from tasad_jax.core import metrics
-from tasad_jax.reporting import heatmaps
-
-PANEL = 192  # Gallery panels wider than this are downscaled to it.
-
-_STYLE = """
-body{font:14px/1.4 sans-serif;margin:16px 24px;color:#222;max-width:1400px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:24px 0 6px;
-border-bottom:1px solid #ccc}h3{font-size:15px;margin:14px 0 4px}
-table{border-collapse:collapse;margin:4px 0}td,th{border:1px solid #ccc;
-padding:2px 8px}td.n{text-align:right;font-variant-numeric:tabular-nums}
-th{background:#f2f2f2}.muted{color:#666}.plot{max-width:100%}
-.item{margin:8px 0 14px}.panels{display:flex;gap:4px;flex-wrap:wrap}
-.panels figure{margin:0;text-align:center;font-size:12px}
-.panels img{width:150px;image-rendering:pixelated}
-.bad{color:#b00000;font-weight:bold}.ok{color:#006000}
-pre{background:#f7f7f7;padding:8px;font-size:12px;max-height:400px;overflow:auto}
-"""
-
-
-def _e(value) -> str:
-  return html.escape(str(value), quote=True)
-
-
-def _page(title: str, body: list[str]) -> str:
-  return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-          f'<title>{_e(title)}</title><style>{_STYLE}</style></head><body>\n'
-          + '\n'.join(body) + '\n</body></html>\n')
-
-
-def data_uri(data: bytes, mime: str) -> str:
-  return f'data:{mime};base64,' + base64.b64encode(data).decode('ascii')
-
-
-def _jpeg(rgb: np.ndarray, size: int | None = PANEL) -> str:
-  image = Image.fromarray(rgb)
-  if size and max(image.size) > size:
-    image.thumbnail((size, size), Image.Resampling.BILINEAR)
-  buf = io.BytesIO()
-  image.save(buf, format='JPEG', quality=88)
-  return data_uri(buf.getvalue(), 'image/jpeg')
-
-
-def _img(src: str, alt: str, cls: str = '') -> str:
-  return f'<img src="{_e(src)}" alt="{_e(alt)}"' + (
-      f' class="{cls}">' if cls else '>')
-
-
-def _fmt(value, digits: int = 4) -> str:
-  return f'{value:.{digits}f}' if np.isfinite(value) else 'n/a'
-
-
-def _now() -> str:
-  return datetime.datetime.now().astimezone().isoformat(timespec='seconds')
-
 
 def checkpoint_steps(workdir: str) -> dict[str, int]:
   """The latest step of each stage checkpointed under `<workdir>/checkpoints`."""
@@ -131,23 +71,23 @@ def decision_threshold(report: dict) -> tuple[str, float, str]:
 
 def _metrics_tables(report: dict, labels: dict[str, str]) -> list[str]:
   shown = names.present(report)
-  head = ''.join(f'<th>{_e(k)}</th>' for k in metrics.METRIC_KEYS)
+  head = ''.join(f'<th>{pages.esc(k)}</th>' for k in metrics.METRIC_KEYS)
   rows = [f'<table class="metrics"><tr><th>method</th>{head}</tr>']
   for m in shown:
-    cells = ''.join(f'<td class="n" data-key="{m}.{k}">{_fmt(report[m][k])}</td>'
+    cells = ''.join(f'<td class="n" data-key="{m}.{k}">{pages.fmt(report[m][k])}</td>'
                     for k in metrics.METRIC_KEYS)
-    rows.append(f'<tr><th>{_e(labels[m])}</th>{cells}</tr>')
+    rows.append(f'<tr><th>{pages.esc(labels[m])}</th>{cells}</tr>')
   rows.append('</table>')
   defects = sorted(report[shown[0]]['per_defect'])
   keys = ('image_auroc', 'pixel_ap')
-  head = ''.join(f'<th>{_e(labels[m])} {k}</th>' for m in shown for k in keys)
+  head = ''.join(f'<th>{pages.esc(labels[m])} {k}</th>' for m in shown for k in keys)
   rows.append('<h3>Per defect type (image AUROC against the normal images)</h3>'
               f'<table class="per-defect"><tr><th>defect</th>{head}</tr>')
   for d in defects:
     cells = ''.join(
-        f'<td class="n" data-key="{m}.per_defect.{_e(d)}.{k}">'
-        f'{_fmt(report[m]["per_defect"][d][k])}</td>' for m in shown for k in keys)
-    rows.append(f'<tr><th>{_e(d)}</th>{cells}</tr>')
+        f'<td class="n" data-key="{m}.per_defect.{pages.esc(d)}.{k}">'
+        f'{pages.fmt(report[m]["per_defect"][d][k])}</td>' for m in shown for k in keys)
+    rows.append(f'<tr><th>{pages.esc(d)}</th>{cells}</tr>')
   rows.append('</table>')
   return rows
 
@@ -171,10 +111,10 @@ def _threshold_table(report, labels, outputs, split_labels) -> list[str]:
     if trained and trained.get('method', final) == m:
       todo.append(('normal data (thresholds.json)', trained))
     for name, t in todo:
-      rows.append(f'<tr><th>{_e(labels[m])}</th><td>{_e(name)}</td>'
-                  f'<td class="n">{_fmt(t["image"])}</td>'
-                  f'<td class="n">{_fmt(t["pixel"])}</td><td>'
-                  + _e(_confusion(outputs[f'{m}_score'], split_labels, t['image']))
+      rows.append(f'<tr><th>{pages.esc(labels[m])}</th><td>{pages.esc(name)}</td>'
+                  f'<td class="n">{pages.fmt(t["image"])}</td>'
+                  f'<td class="n">{pages.fmt(t["pixel"])}</td><td>'
+                  + pages.esc(_confusion(outputs[f'{m}_score'], split_labels, t['image']))
                   + '</td></tr>')
   rows.append('</table>')
   return rows
@@ -217,7 +157,7 @@ def _gallery(split, outputs, labels, final, threshold, scales,
   shown = names.present(outputs)
   out = []
   for title, indices in sections.items():
-    out.append(f'<h3>{_e(title)}</h3>')
+    out.append(f'<h3>{pages.esc(title)}</h3>')
     for i in indices:
       image = np.asarray(split['image'][i])
       rgb = image if image.dtype == np.uint8 else (
@@ -231,22 +171,22 @@ def _gallery(split, outputs, labels, final, threshold, scales,
       for m in shown:
         panels.append((f'{labels[m]} map', heatmaps.colorize(norm[m])))
       panels.append((f'{labels[final]} overlay',
-                     heatmaps.overlay(rgb / 255.0, norm[final])))
+                     heatmaps.overlay(rgb, norm[final])))
       score = float(outputs[f'{final}_score'][i])
       defective = bool(split['label'][i] > 0)
       flagged = score >= threshold
       verdict = ('correct' if flagged == defective else
                  'missed defect' if defective else 'false alarm')
-      scores = ', '.join(f'{_e(labels[m])} score {outputs[f"{m}_score"][i]:.4f}'
+      scores = ', '.join(f'{pages.esc(labels[m])} score {outputs[f"{m}_score"][i]:.4f}'
                          for m in shown)
       name = _file_name(split, i)
       out.append(
-          f'<div class="item" data-file="{_e(name)}"><div><b>{_e(name)}</b> '
+          f'<div class="item" data-file="{pages.esc(name)}"><div><b>{pages.esc(name)}</b> '
           f'({"defective" if defective else "normal"}): {scores}; '
           f'{"flagged" if flagged else "passed"} at {threshold:.4f}: '
           f'<span class="{"ok" if verdict == "correct" else "bad"}">{verdict}'
           '</span></div><div class="panels">' + ''.join(
-              f'<figure>{_img(_jpeg(p), f"{name} {c}")}<figcaption>{_e(c)}'
+              f'<figure>{pages.img(pages.jpeg(p), f"{name} {c}")}<figcaption>{pages.esc(c)}'
               '</figcaption></figure>' for c, p in panels) + '</div></div>')
   return out
 
@@ -294,51 +234,51 @@ def write_category_report(path: str, split: dict, outputs: dict, report: dict,
   labels = method_labels(report['coarse'])
   shown = names.present(report)
   final, threshold, source = decision_threshold(report)
-  created = created or _now()
+  created = created or pages.now()
   scales = scales or map_scales(outputs)
   split_labels = split['label'] > 0
   steps = report.get('checkpoint_steps') or {}
   trained = report.get('trained_thresholds')
   title = f'{report["category"]}: {" vs ".join(labels[m] for m in shown)}'
-  body = [f'<h1>Evaluation report: {_e(title)}</h1>',
-          f'<p class="muted">evaluated {_e(created)}; coarse method '
-          f'{_e(report["coarse"])}; image size {_e(report["image_size"])}; '
-          'checkpoint steps ' + (', '.join(f'{_e(k)} {v}'
+  body = [f'<h1>Evaluation report: {pages.esc(title)}</h1>',
+          f'<p class="muted">evaluated {pages.esc(created)}; coarse method '
+          f'{pages.esc(report["coarse"])}; image size {pages.esc(report["image_size"])}; '
+          'checkpoint steps ' + (', '.join(f'{pages.esc(k)} {v}'
                                            for k, v in steps.items())
                                  or 'unknown') + '</p>',
-          f'<p>{_e(_counts(split))}.' + (
+          f'<p>{pages.esc(_counts(split))}.' + (
               f' Normal-data thresholds from {trained.get("num_images", "?")} '
               'held-out normal train images.' if trained else '') + '</p>']
   if 'note' in report:
-    body.append(f'<p class="bad">{_e(report["note"])}</p>')
+    body.append(f'<p class="bad">{pages.esc(report["note"])}</p>')
   body += ['<h2>Metrics</h2>'] + _metrics_tables(report, labels)
   body += ['<h2>Thresholds</h2>'] + _threshold_table(report, labels, outputs,
                                                      split_labels)
-  body.append(f'<p>Decisions below use {_e(labels[final])} at image score '
-              f'{threshold:.4f} ({_e(source)}).</p>')
+  body.append(f'<p>Decisions below use {pages.esc(labels[final])} at image score '
+              f'{threshold:.4f} ({pages.esc(source)}).</p>')
   curves = plots.curves_png(split, outputs, report, labels)
   hist = plots.histogram_png(split_labels, outputs, report, labels)
   bar = plots.colorbar_png(scales, labels)
   body += ['<h2>Curves</h2>',
            '<p class="muted">Circles: F1-optimal threshold of each method; '
            'squares: the normal-data threshold of thresholds.json.</p>',
-           _img(data_uri(curves, 'image/png'), 'ROC and PR curves', 'plot'),
+           pages.img(pages.data_uri(curves, 'image/png'), 'ROC and PR curves', 'plot'),
            '<h2>Image scores</h2>',
-           _img(data_uri(hist, 'image/png'), 'image score histogram', 'plot')]
+           pages.img(pages.data_uri(hist, 'image/png'), 'image score histogram', 'plot')]
   body += ['<h2>Gallery</h2>',
            '<p>The maps of a method use one colour scale on the whole page, '
            'from dark blue to dark red: ' + '; '.join(
-               f'{_e(labels[m])} {lo:.4f} to {hi:.4f}'
+               f'{pages.esc(labels[m])} {lo:.4f} to {hi:.4f}'
                for m, (lo, hi) in scales.items())
            + ' (the 1st to 99.9th percentile of its map values on the test '
            'split). Overlays use the map of the decision method.</p>',
-           _img(data_uri(bar, 'image/png'), 'colour scale', 'plot')]
+           pages.img(pages.data_uri(bar, 'image/png'), 'colour scale', 'plot')]
   body += _gallery(split, outputs, labels, final, threshold, scales,
                    gallery_indices(split, outputs[f'{final}_score'],
                                    gallery_size, per_defect))
   body += ['<h2>Config</h2>', '<details><summary>the evaluation config</summary>'
-           f'<pre>{_e(_config_text(config))}</pre></details>']
-  fileio.write_text(path, _page(f'{title}: evaluation', body))
+           f'<pre>{pages.esc(_config_text(config))}</pre></details>']
+  fileio.write_text(path, pages.document(f'{title}: evaluation', body))
 
 
 def write_index(path: str, summary: dict, links: dict[str, str]) -> None:
@@ -349,85 +289,20 @@ def write_index(path: str, summary: dict, links: dict[str, str]) -> None:
     summary: {'categories': [report, ..., mean]} as in summary.json.
     links: category -> report.html path relative to `path`'s folder.
   """
-  head = ''.join(f'<th>{_e(k)}</th>' for k in metrics.METRIC_KEYS)
+  head = ''.join(f'<th>{pages.esc(k)}</th>' for k in metrics.METRIC_KEYS)
   body = ['<h1>Evaluation reports</h1>',
-          f'<p class="muted">written {_e(_now())}</p>',
+          f'<p class="muted">written {pages.esc(pages.now())}</p>',
           '<table class="metrics"><tr><th>category</th><th>method</th>'
           f'{head}</tr>']
   for entry in summary['categories']:
     labels = method_labels(entry['coarse'])
     name = entry['category']
-    cell = (f'<a href="{_e(urllib.parse.quote(links[name]))}">{_e(name)}</a>'
-            if name in links else _e(name))
+    cell = (f'<a href="{pages.esc(urllib.parse.quote(links[name]))}">{pages.esc(name)}</a>'
+            if name in links else pages.esc(name))
     for m in names.OUTPUTS:
       if m in entry:
-        cells = ''.join(f'<td class="n">{_fmt(entry[m][k])}</td>'
+        cells = ''.join(f'<td class="n">{pages.fmt(entry[m][k])}</td>'
                         for k in metrics.METRIC_KEYS)
-        body.append(f'<tr><th>{cell}</th><td>{_e(labels[m])}</td>{cells}</tr>')
+        body.append(f'<tr><th>{cell}</th><td>{pages.esc(labels[m])}</td>{cells}</tr>')
   body.append('</table>')
-  fileio.write_text(path, _page('Evaluation reports', body))
-
-
-def write_predict_index(output: str, name_of, limit: int = 1000,
-                        inline_limit: int = 200, thumb: int = 128) -> None:
-  """Writes `<output>/index.html`: the predictions of `scores.csv`, highest
-  score first, each with its heat map.
-
-  Reads scores.csv back (memory bounded by `limit`). With at most
-  `inline_limit` rows the heat maps are inline thumbnails (the page is one
-  file); above, they are relative links to `heatmaps/*.png`.
-
-  Args:
-    output: predict.py's output folder (scores.csv, heatmaps/, masks/).
-    name_of: the output file stem (no extension) of an input path.
-    limit: the most scored rows listed (the highest scored); errors follow.
-    inline_limit: the most rows whose thumbnails are inlined.
-    thumb: thumbnail size in pixels.
-  """
-  total = 0
-  errors = []
-
-  def scored():
-    nonlocal total
-    with open(os.path.join(output, 'scores.csv'), newline='') as f:
-      for n, row in enumerate(csv.DictReader(f)):
-        if row['error']:
-          if len(errors) < limit:
-            errors.append(row)
-          continue
-        total += 1
-        yield float(row['score']), -n, row
-
-  rows = [r for _, _, r in heapq.nlargest(limit, scored())]
-  inline = len(rows) <= inline_limit
-  shown = (f'all {total} scored images' if len(rows) == total else
-           f'the {len(rows)} highest-scored of {total} images (all in scores.csv)')
-  how = ('thumbnails inline (this page is one file)' if inline else
-         'thumbnails link to heatmaps/ beside this page')
-  body = ['<h1>Predictions</h1>',
-          f'<p>{_e(shown)}, highest score first; {_e(how)}.</p>',
-          '<table class="predictions"><tr><th>#</th><th>heat map</th><th>path</th>'
-          '<th>score</th><th>decision</th></tr>']
-  decisions = {'1': 'defect', '0': 'normal', '': 'no threshold'}
-  for rank, row in enumerate(rows, 1):
-    stem = name_of(row['path'])
-    rel = f'heatmaps/{stem}.png'
-    src = urllib.parse.quote(rel)
-    if inline and os.path.exists(os.path.join(output, rel)):
-      with Image.open(os.path.join(output, rel)) as im:
-        src = _jpeg(np.asarray(im.convert('RGB')), thumb)
-    links = f'<a href="{_e(urllib.parse.quote(rel))}">heat map</a>'
-    if os.path.exists(os.path.join(output, 'masks', stem + '.png')):
-      links += f' <a href="{_e(urllib.parse.quote(f"masks/{stem}.png"))}">mask</a>'
-    body.append(
-        f'<tr data-path="{_e(row["path"])}"><td class="n">{rank}</td>'
-        f'<td>{_img(src, row["path"])}</td><td>{_e(row["path"])}<br>{links}</td>'
-        f'<td class="n">{_e(row["score"])}</td>'
-        f'<td>{_e(decisions.get(row["decision"], row["decision"]))}</td></tr>')
-  body.append('</table>')
-  if errors:
-    body.append('<h2>Unreadable files</h2><table class="errors">'
-                '<tr><th>path</th><th>error</th></tr>' + ''.join(
-                    f'<tr data-path="{_e(r["path"])}"><td>{_e(r["path"])}</td>'
-                    f'<td>{_e(r["error"])}</td></tr>' for r in errors) + '</table>')
-  fileio.write_text(os.path.join(output, 'index.html'), _page('Predictions', body))
+  fileio.write_text(path, pages.document('Evaluation reports', body))

@@ -8,9 +8,12 @@ parsing errors (an unknown field, a bad value, a missing config file) are
 reported the same way.
 """
 
+import errno
 import functools
 import logging as std_logging
+import signal
 import sys
+import threading
 from typing import Callable
 
 from absl import flags
@@ -42,6 +45,23 @@ class Preempted(Error):
   """SIGTERM: the run saved a checkpoint and stopped; rerun to resume."""
 
   exit_status = 128 + 15  # The shell's status for a SIGTERM'd command.
+
+
+class Terminated(Error):
+  """SIGTERM outside a training loop: stopped where it was."""
+
+  exit_status = 128 + 15
+
+
+class WriteError(Error):
+  """An output could not be written (full disk, read-only, no permission)."""
+
+  exit_status = 1
+
+
+# OSErrors of the environment, not of the program: one line at the edge.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                errno.EPERM, errno.EIO)
 
 
 EXIT_USER_ERROR = UserInputError.exit_status
@@ -89,21 +109,43 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops INFO records of orbax and XLA's backend probing from the log."""
+  """Drops INFO records of orbax and XLA's backend probing from the log, and
+  the tracebacks of orbax's error records: a failed checkpoint write reaches
+  the training loop, which says it in one line (`CheckpointWriteError`)."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     noisy = ('/orbax/' in record.pathname or 'xla_bridge' in record.pathname
              or 'replica_slices' in record.pathname
              or 'signaling_client' in record.pathname)
+    if '/orbax/' in record.pathname and record.exc_info:
+      record.exc_info, record.exc_text = None, None
     return record.levelno >= std_logging.WARNING or not noisy
+
+
+def _echo(value) -> bool:
+  """Whether an exception only echoes a failed checkpoint write: when one
+  fails (a full disk), each of orbax's pending writes reports 'Event loop is
+  closed' from asyncio as the save is torn down; the `error:` line and
+  orbax's own log record say what happened."""
+  return isinstance(value, RuntimeError) and str(value) == 'Event loop is closed'
+
+
+def _quiet_unraisable(unraisable) -> None:
+  if not _echo(unraisable.exc_value):
+    sys.__unraisablehook__(unraisable)
 
 
 def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   """Wraps an absl `main` for the entry points.
 
-  Refuses stray positional arguments, quiets library logs, and turns an
-  `Error` into one line and its exit status. (TensorFlow, imported only where
-  it is used, keeps off the accelerators by itself: `tasad_jax.runtime.tf_host`.)
+  Refuses stray positional arguments, quiets library logs, and is the one
+  place where what ends a command becomes one line and its exit status: an
+  `Error` (`error: ...`, its status), a full or read-only disk (`error:
+  <file>: ...`, 1), Ctrl-C (`stopped: interrupted`, 130) and SIGTERM
+  (`stopped: SIGTERM`, 143; a training loop takes SIGTERM over to save a
+  checkpoint first). Outputs are written atomically, so a stopped command
+  leaves none half-written. (TensorFlow, imported only where it is used,
+  keeps off the accelerators by itself: `tasad_jax.runtime.tf_host`.)
   """
 
   @functools.wraps(main)
@@ -112,11 +154,30 @@ def cli_main(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
       _fail(f'unexpected arguments: {" ".join(argv[1:])}')
     for handler in std_logging.getLogger().handlers:
       handler.addFilter(_QuietLibraries())
+    sys.unraisablehook = _quiet_unraisable
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGTERM, _raise_terminated)
     try:
       return main(argv)
-    except Preempted as e:
+    except (Preempted, Terminated) as e:
       _fail(str(e), e.exit_status, prefix='stopped')
     except Error as e:
       _fail(str(e), e.exit_status)
+    except KeyboardInterrupt:
+      _fail('interrupted (Ctrl-C); outputs written so far are complete, '
+            'the one in progress was not published', 128 + signal.SIGINT,
+            prefix='stopped')
+    except OSError as e:
+      if e.errno not in WRITE_ERRNOS:
+        raise
+      _fail(f'{e.filename or "output"}: cannot write ({e.strerror})',
+            WriteError.exit_status)
 
   return wrapped
+
+
+def _raise_terminated(signum, frame) -> None:
+  del signum, frame
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)  # A second SIGTERM kills.
+  raise Terminated('SIGTERM; outputs written so far are complete, the one in '
+                   'progress was not published')

@@ -15,6 +15,26 @@ import shutil
 import tempfile
 from typing import Any, Callable, Iterator, IO
 
+from tasad_jax.runtime.errors import UserInputError
+
+
+def check_writable(path: str, folder: bool, what: str) -> None:
+  """Raises UserInputError unless `path` can be written as a file (or, with
+  `folder`, a folder): it is not the other kind, and its nearest existing
+  parent is a folder this process may write in. `what` names the flag."""
+  if folder and os.path.exists(path) and not os.path.isdir(path):
+    raise UserInputError(f'{path}: {what} exists and is not a folder')
+  if not folder and os.path.isdir(path):
+    raise UserInputError(f'{path}: {what} is a folder; give a file name')
+  parent = _folder(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserInputError(f'{path}: {what} cannot be made: {parent} is a file')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise UserInputError(f'{path}: {what} cannot be written: {parent} is '
+                         'read-only or not ours')
+
 
 def _umask() -> int:
   mask = os.umask(0)

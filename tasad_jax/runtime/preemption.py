@@ -30,6 +30,14 @@ from tasad_jax.runtime.errors import UserInputError
 LOCK_NAME = '.lock'
 
 
+def _in_use(workdir: str, holder: int,
+            hint: str = 'wait for it or use another --workdir'
+            ) -> UserInputError:
+  return UserInputError(
+      f'{workdir}: another run (pid {holder if holder > 0 else "unknown"}) is '
+      f'using this workdir; {hint}')
+
+
 class WorkdirLock:
   """An exclusive, non-blocking lock on `<workdir>/.lock`, held by process 0
   for the whole job; every process of a refused job raises."""
@@ -44,10 +52,7 @@ class WorkdirLock:
       holder = distributed.broadcast_from_first(holder)
     if holder:
       self.__exit__()
-      raise UserInputError(
-          f'{os.path.dirname(self.path)}: another run (pid '
-          f'{holder if holder > 0 else "unknown"}) is using this workdir; wait '
-          'for it or use another --workdir')
+      raise _in_use(os.path.dirname(self.path), holder)
     return self
 
   def _acquire(self) -> int:
@@ -71,6 +76,29 @@ class WorkdirLock:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
+
+
+def refuse_if_locked(workdir: str, hint: str | None = None) -> None:
+  """Raises as `WorkdirLock` would if a live run holds `workdir`'s lock,
+  creating and changing nothing (a probe before a run reads its data, or
+  before evaluation reads checkpoints a run is still writing)."""
+  path = os.path.join(workdir, LOCK_NAME)
+  if jax.process_count() > 1 or not os.path.exists(path):
+    return
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      raise
+    holder = os.read(fd, 64).decode(errors='replace').strip()
+    raise _in_use(workdir, int(holder) if holder.isdigit() else -1,
+                  *([hint] if hint else [])) from None
+  finally:
+    os.close(fd)
 
 
 class StopOnSigterm:

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from tasad_jax.config import saved, schema
-from tasad_jax.core import sharding, stage as stage_lib
+from tasad_jax.core import names, sharding, stage as stage_lib
 from tasad_jax.data import holdout, splits, weak_labels
 from tasad_jax.fine import stages
 from tasad_jax.inference import thresholds
@@ -43,28 +43,51 @@ def check_workdir(workdir: str) -> None:
     raise UserInputError(f'{workdir}: workdir exists and is not a folder')
 
 
+def check_resumable(config, workdir: str) -> None:
+  """Refuses a config whose networks differ from those of the checkpoints in
+  `workdir` (width, image size, coarse method): it could not resume them."""
+  if any(checkpointing.has_checkpoint(workdir, name) for name in names.STAGES):
+    saved.check_matches(config, workdir)
+  coarse = names.COARSE_STAGE
+  if (coarse not in config.stages and names.FINE_STAGE in config.stages
+      and not checkpointing.has_checkpoint(workdir, coarse)):
+    raise UserInputError(
+        f'{checkpoint_dir(workdir, coarse)}: no CAS checkpoint to train the '
+        "fine stage on; train both (config.stages=('cas', 'fas')) first")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Trains the stages in `config.stages` in `workdir` (resuming if possible)."""
+  """Trains the stages in `config.stages` in `workdir` (resuming if possible).
+
+  Everything that can refuse the run (the config, the workdir, the data, the
+  sources, the labelled anomalies) is checked and read before the workdir is
+  created or written to, so a refused run leaves no trace: a trained workdir
+  keeps its config.json, and no half-made workdir is left behind.
+  """
   from tasad_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   distributed.initialize(config)
   check_workdir(workdir)
   schema.check(config, schema.TRAIN)
+  check_resumable(config, workdir)
+  preemption.refuse_if_locked(workdir)
+  train_images, held_out = holdout.split_holdout(
+      splits.load_split(config, 'train')['image'],
+      config.threshold.holdout_fraction, config.seed)
+  # Weak supervision: real defects mixed into every stage's stream.
+  real = weak_labels.load(config)
+  data, pool = {}, None
+  for name in config.stages:
+    data[name] = pipeline.load_train_data(config, name, train_images, pool, real)
+    pool = data[name].sources
+  built = {name: stages.build_stage(config, name) for name in config.stages}
   os.makedirs(workdir, exist_ok=True)
   with preemption.WorkdirLock(workdir), preemption.StopOnSigterm() as stop:
     if jax.process_index() == 0:
       saved.write(config, workdir)
+      weak_labels.record(config, workdir, real)
     mesh = sharding.make_mesh()
-    train_images, held_out = holdout.split_holdout(
-        splits.load_split(config, 'train')['image'],
-        config.threshold.holdout_fraction, config.seed)
-    # Weak supervision: real defects mixed into every stage's stream.
-    real = weak_labels.for_training(config, workdir, jax.process_index() == 0)
-    cas_pool = None
     for name in config.stages:
-      data = pipeline.load_train_data(config, name, train_images,
-                                            cas_pool, real)
-      cas_pool = data.sources
-      train_stage(config, workdir, stages.build_stage(config, name), data, mesh, stop)
+      train_stage(config, workdir, built[name], data.pop(name), mesh, stop)
     calibrate(config, workdir, held_out if len(held_out) else train_images, mesh)
 
 

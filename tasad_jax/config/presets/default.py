@@ -97,6 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_visualizations = 8  # Heat-map PNGs written per category.
   config.eval.aupro_fpr_limit = 0.3  # AUPRO integrates the PRO curve up to this FPR.
   config.eval.folder = 'eval'  # Outputs under <workdir>/<folder> (e.g. 'eval_validation' for a validation split's).
+  config.eval.while_training = False  # Evaluate a workdir a training run holds (its finished checkpoints); False refuses it.
   config.eval.max_side = 0  # 'pad'/'tile': pixel metrics at the working resolution, long side capped at this (0 = no cap).
 
   config.threshold = ml_collections.ConfigDict()
