@@ -27,6 +27,7 @@ TINY_ARGS = {
                        '32', '--images', '2', '--n_segments', '20'],
     'tiling.py': ['--height', '200', '--width', '120', '--tile', '32',
                   '--batches', '2', '8'],
+    'predict_memory.py': ['--sizes', '90x70', '--workdir', '{workdir}'],
 }
 HELPERS = {'torch_reference.py'}  # Imported by the benches, not run.
 # Run with TensorFlow, tfds and clu made unimportable: the accelerator image
@@ -48,10 +49,12 @@ def test_every_bench_has_tiny_arguments():
 
 
 @pytest.mark.parametrize('script', sorted(TINY_ARGS))
-def test_bench_runs_at_tiny_size(script, tmp_path):
+def test_bench_runs_at_tiny_size(script, tmp_path, request):
   root = str(tmp_path / 'data')
   write_tree(root, 'widget')
-  args = [a.format(root=root) for a in TINY_ARGS[script]]
+  workdir = (request.getfixturevalue('tiny_workdir')
+             if any('{workdir}' in a for a in TINY_ARGS[script]) else '')
+  args = [a.format(root=root, workdir=workdir) for a in TINY_ARGS[script]]
   env = dict(os.environ)
   if script in WITHOUT_TENSORFLOW:
     (tmp_path / 'site').mkdir()

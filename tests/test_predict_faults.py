@@ -176,3 +176,29 @@ def test_evaluate_refuses_a_workdir_in_training(tiny_evaluated, tmp_path):
     done = run_script('evaluate.py', f'--workdir={copy}',
                       '--config.eval.while_training=True')
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_full_disk_during_training_is_one_line(tmp_path):
+  small = tmp_path / 'small'
+  small.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=600k', 'tmpfs',
+                     str(small)], capture_output=True).returncode:
+    pytest.skip('cannot mount a small tmpfs here (not root?)')
+  try:
+    result = run_script('train.py', f'--workdir={small / "w"}')
+  finally:
+    subprocess.run(['umount', str(small)], check=False)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, (
+      result.stderr[-3000:])
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and 'No space left on device' in lines[0]
+  assert 'run the same command to resume' in lines[0]
+
+
+def test_images_above_the_pixel_limit_are_one_line(tmp_path, monkeypatch):
+  path = str(tmp_path / 'wide.png')
+  Image.fromarray(np.zeros((20, 60, 3), np.uint8)).save(path)
+  assert imageio.read_image(path).shape == (20, 60, 3)
+  monkeypatch.setattr(imageio, 'MAX_PIXELS', 1000)
+  with pytest.raises(UserInputError, match='60x20 is 0 megapixels, above'):
+    imageio.read_image(path)
