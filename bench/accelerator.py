@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasad_jax.config.presets import default  # pylint: disable=g-import-not-at-top
-from tasad_jax.fine import fas as fine
+from tasad_jax.fine import fas
 from tasad_jax.inference import two_stage
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage
@@ -133,11 +133,11 @@ def bench_batch(config, mesh, batch: int, peak: float, args) -> dict:
   seconds, flops = time_phase(coarse, mesh, batch, size, args)
   results['cas'] = _record('cas_step', batch, seconds, flops, peak)
   cas_variables = coarse.inference_variables(coarse.create_state(mesh))
-  fas = fine.FineStage(config, coarse)
+  fine_stage = fas.FineStage(config, coarse)
   with_input = _record('fas_step', batch, *time_phase(
-      fas, mesh, batch, size, args, context=cas_variables), peak)
+      fine_stage, mesh, batch, size, args, context=cas_variables), peak)
   config.refine.on_device = False  # Same step, fed a ready FAS input.
-  host_fas = fine.FineStage(config, coarse)
+  host_fas = fas.FineStage(config, coarse)
   given = _record('fas_step_given_input', batch, *time_phase(
       host_fas, mesh, batch, size, args, context=cas_variables), peak)
   _record('fas_step_host_input', batch, *time_phase(
@@ -160,8 +160,9 @@ def bench_batch(config, mesh, batch: int, peak: float, args) -> dict:
   rates = {}
   for on_device in (True, False):
     runner = two_stage.TwoStage(
-        fas, cas_variables, fas.inference_variables(fas.create_state(mesh)),
-        fine.refine_params(config, training=False), mesh, on_device=on_device)
+        fine_stage, cas_variables,
+        fine_stage.inference_variables(fine_stage.create_state(mesh)),
+        fas.refine_params(config, training=False), mesh, on_device=on_device)
     seconds = _median_s(lambda runner=runner: runner(images), args.warmup,
                         args.repeats)
     rates[on_device] = batch / seconds

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
-from tasad_jax.fine import selection, slic as superpixels  # pylint: disable=g-import-not-at-top
+from tasad_jax.fine import selection, slic  # pylint: disable=g-import-not-at-top
 from tasad_jax.data import mvtec
 
 
@@ -58,9 +58,9 @@ def main():
   images = data['image'].astype(np.float32) / 255.0
   masks = data['mask'][..., 0]
   params = selection.RefineParams(n_segments=args.n_segments)
-  slic = jax.jit(lambda x: superpixels.slic(x, params.n_segments,
-                                            params.compactness, params.sigma))
-  ours = np.concatenate([np.asarray(slic(jnp.asarray(images[i:i + 8])))
+  device_slic = jax.jit(lambda x: slic.slic(x, params.n_segments,
+                                             params.compactness, params.sigma))
+  ours = np.concatenate([np.asarray(device_slic(jnp.asarray(images[i:i + 8])))
                          for i in range(0, len(images), 8)])
   theirs = np.stack([selection.superpixels(img, params) for img in images])
   for name, labels in (('jax', ours), ('skimage', theirs)):

@@ -15,7 +15,7 @@ from scipy import ndimage
 from conftest import REPO, run_script, write_tree
 from tasad_jax.config import schema
 from tasad_jax.core import metrics, tiling
-from tasad_jax.inference import whole_image as tiled_inference
+from tasad_jax.inference import whole_image
 from tasad_jax.runtime.errors import UserInputError
 
 S = 32  # configs/tiny.py's image_size: the tile side.
@@ -31,7 +31,7 @@ def _runner(mode, tile_map, batch_size=4, **kwargs):
   def tile_fn(x):
     maps = tile_map(x)
     return {'cas_map': maps, 'cas_score': maps.max(axis=(1, 2))}
-  return tiled_inference.ImageRunner(tile_fn, lambda m: float(m.max()),
+  return whole_image.ImageRunner(tile_fn, lambda m: float(m.max()),
                                      _geometry(mode, **kwargs), batch_size)
 
 
@@ -63,7 +63,7 @@ def test_constant_image_gives_a_constant_map_of_its_size(mode, blend, shape):
   runner = _runner(mode, _brightness, blend=blend)
   images = [np.full(shape + (3,), 94, np.uint8)] * 2
   # As the predictor: to the working size, maps back at the input's size.
-  out = runner.run(tiled_inference.to_working(images, runner.geometry),
+  out = runner.run(whole_image.to_working(images, runner.geometry),
                    sizes=[shape] * 2)
   for m in out['cas_map']:
     assert m.shape == shape

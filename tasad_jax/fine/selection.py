@@ -90,7 +90,7 @@ def seeds_device(coarse, params: RefineParams):
   """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W]."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from tasad_jax.fine import slic as superpixels  # pylint: disable=g-import-not-at-top
+  from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
   r = jnp.clip(jnp.nan_to_num(jnp.abs(coarse) * 255.0, nan=0.0, posinf=255.0),
                0, 255).astype(jnp.int32)
   counts = jax.vmap(lambda v: jnp.zeros(256, jnp.int32).at[v.ravel()].add(1))(r)
@@ -99,7 +99,7 @@ def seeds_device(coarse, params: RefineParams):
   r = jnp.where(jnp.take_along_axis(keep, r.reshape(r.shape[0], -1), axis=1)
                 .reshape(r.shape), r, 0)
   n, h, w = r.shape
-  padded = superpixels.pad_hw(r, 1, 'edge')
+  padded = device_slic.pad_hw(r, 1, 'edge')
   window = jnp.stack([padded[:, dy:dy + h, dx:dx + w]
                       for dy in range(3) for dx in range(3)], axis=-1)
   median = jnp.sort(window, axis=-1)[..., 4]
@@ -121,10 +121,10 @@ def fas_inputs_device(coarse, images, params: RefineParams, labels=None):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from tasad_jax.fine import slic as superpixels  # pylint: disable=g-import-not-at-top
+  from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
   seed_map = seeds_device(coarse[..., 0], params)
   if labels is None:
-    labels = superpixels.slic(images, params.n_segments, params.compactness,
+    labels = device_slic.slic(images, params.n_segments, params.compactness,
                               params.sigma)
   n = labels.shape[0]
   flat = labels.reshape(n, -1)

@@ -21,7 +21,7 @@ import numpy as np
 
 from tasad_jax.core import names
 from tasad_jax.runtime import checkpointing, distributed
-from tasad_jax.fine import fas as fine
+from tasad_jax.fine import fas
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage
 
@@ -34,7 +34,7 @@ def coarse_only(coarse: methods.CoarseMethod, variables, images
           'cas_score': coarse.image_score(outputs['map'], outputs)}
 
 
-def two_stage(fine_stage: fine.FineStage, fine_input: fine.FineInput,
+def two_stage(fine_stage: fas.FineStage, fine_input: fas.FineInput,
               cas_variables, fas_variables, images) -> dict[str, jax.Array]:
   """The whole two-stage program on device, for images [N, S, S, 3]."""
   outputs, fas_input = fine_input.device(cas_variables, images)
@@ -50,7 +50,7 @@ def two_stage(fine_stage: fine.FineStage, fine_input: fine.FineInput,
 class TwoStage:
   """Runs the coarse stage (and FAS when given) on batches of images."""
 
-  def __init__(self, fine_stage: fine.FineStage, cas_variables: Any,
+  def __init__(self, fine_stage: fas.FineStage, cas_variables: Any,
                fas_variables: Any | None, refine_params, mesh,
                on_device: bool = True):
     self.mesh = mesh
@@ -59,7 +59,7 @@ class TwoStage:
     self.cas, self.fas = cas_variables, fas_variables
     self.fine = fine_stage
     self.coarse = fine_stage.coarse
-    self.input = fine.FineInput(self.coarse, refine_params,
+    self.input = fas.FineInput(self.coarse, refine_params,
                                 on_device and fas_variables is not None)
     self.refine_params = refine_params
     batch, rep = sharding.batch_sharded(mesh), sharding.replicated(mesh)
@@ -82,14 +82,16 @@ class TwoStage:
   def from_workdir(cls, config, workdir: str, mesh) -> 'TwoStage':
     """The trained stages of a workdir (the latest checkpoints, or step
     `config.restore_step` of each), with the test-time FAS thresholds."""
-    fine_stage = fine.FineStage(config)
+    fine_stage = fas.FineStage(config)
     step = config.restore_step or None
-    cas = fine.restore_inference_variables(fine_stage.coarse, workdir, mesh,
+    cas = fas.restore_inference_variables(fine_stage.coarse, workdir, mesh,
                                            step)
-    fas = None
+    fine_variables = None
     if checkpointing.has_checkpoint(workdir, fine_stage.name):
-      fas = fine.restore_inference_variables(fine_stage, workdir, mesh, step)
-    return cls(fine_stage, cas, fas, fine.refine_params(config, training=False),
+      fine_variables = fas.restore_inference_variables(fine_stage, workdir,
+                                                       mesh, step)
+    return cls(fine_stage, cas, fine_variables,
+               fas.refine_params(config, training=False),
                mesh, on_device=config.refine.on_device)
 
   def run(self, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import optax
 from tasad_jax.core import sharding, stage
 from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
                                         finish_step, lr_schedule)
-from tasad_jax.models import segmenter as models
+from tasad_jax.models.segmenter import NORMS, Segmenter
 from tasad_jax.runtime.errors import UserInputError
 
 NETWORK = 'segmenter'
@@ -30,10 +30,10 @@ def _norm(config) -> tuple[str, int]:
   return config.model.norm, int(config.model.norm_groups)
 
 
-def segmenter(config) -> models.Segmenter:
+def segmenter(config) -> Segmenter:
   """The TASAD segmenter of `config.model`."""
   norm, groups = _norm(config)
-  return models.Segmenter(width=config.model.width,
+  return Segmenter(width=config.model.width,
                           dtype=jnp.dtype(config.model.dtype), norm=norm,
                           norm_groups=groups)
 
@@ -47,9 +47,9 @@ def check_segmenter_config(config) -> None:
   if config.model.width < 1:
     raise UserInputError('config.model.width: must be >= 1')
   norm, groups = _norm(config)
-  if norm not in models.NORMS:
+  if norm not in NORMS:
     raise UserInputError(f'config.model.norm: {norm!r} must be one of '
-                         f'{models.NORMS}')
+                         f'{NORMS}')
   if groups < 1:
     raise UserInputError('config.model.norm_groups: must be >= 1')
 
@@ -71,7 +71,7 @@ def segmenter_state(config, key: jax.Array, steps: int, mesh) -> TrainState:
   return jax.device_put(state, sharding.replicated(mesh))
 
 
-def segmenter_phase(model: models.Segmenter, loss_fn: Callable, input_key: str,
+def segmenter_phase(model: Segmenter, loss_fn: Callable, input_key: str,
                     lr: optax.Schedule) -> stage.PhaseFn:
   """One Adam step of the segmenter on `batch[input_key]` against the mask."""
 
@@ -100,11 +100,11 @@ def segmenter_phase(model: models.Segmenter, loss_fn: Callable, input_key: str,
 
 
 @functools.lru_cache(maxsize=8)
-def _forward(model: models.Segmenter, mesh) -> Callable:
+def _forward(model: Segmenter, mesh) -> Callable:
   return stage.make_predict(functools.partial(model.apply, train=False), mesh)
 
 
-def segmenter_images(model: models.Segmenter, state: TrainState,
+def segmenter_images(model: Segmenter, state: TrainState,
                      inputs: np.ndarray, mask: np.ndarray, mesh) -> dict:
   """Input, mask and eval-mode prediction of up to 4 samples (this process's)."""
   prediction = sharding.to_local(_forward(model, mesh)(
