@@ -138,22 +138,39 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
   return starts
 
 
+def window_line(size: int, blend: str) -> np.ndarray:
+  """One axis of the blending window [size], float64, all > 0."""
+  if blend == 'mean':
+    return np.ones(size)
+  t = (np.arange(size) + 0.5) / size
+  return np.maximum(np.sin(np.pi * t) ** 2, WINDOW_FLOOR)
+
+
 def window(size: int, blend: str) -> np.ndarray:
   """Blending weights [size, size] float32, all > 0."""
-  if blend == 'mean':
-    return np.ones((size, size), np.float32)
-  t = (np.arange(size) + 0.5) / size
-  line = np.maximum(np.sin(np.pi * t) ** 2, WINDOW_FLOOR)
+  line = window_line(size, blend)
   return np.outer(line, line).astype(np.float32)
+
+
+def weight_lines(plan: Plan, blend: str) -> tuple[np.ndarray, np.ndarray]:
+  """(rows [canvas height], columns [canvas width]) whose outer product is
+  the summed window of every tile: the tiles are every pair of a row offset
+  and a column offset, and the window is the outer product of its lines, so
+  the sum factorises (no canvas-sized array of weights is needed)."""
+  line = window_line(plan.size, blend)
+  sums = []
+  for length, starts in zip(plan.canvas, zip(*plan.tiles)):
+    total = np.zeros(length)
+    for start in sorted(set(starts)):
+      total[start:start + plan.size] += line
+    sums.append(total)
+  return sums[0], sums[1]
 
 
 def weights(plan: Plan, blend: str) -> np.ndarray:
   """The summed window of every tile over the canvas, float32."""
-  total = np.zeros(plan.canvas, np.float32)
-  w = window(plan.size, blend)
-  for y, x in plan.tiles:
-    total[y:y + plan.size, x:x + plan.size] += w
-  return total
+  rows, cols = weight_lines(plan, blend)
+  return np.outer(rows, cols).astype(np.float32)
 
 
 def canvas(image: np.ndarray, plan: Plan) -> np.ndarray:
@@ -171,13 +188,16 @@ def crop(values: np.ndarray, plan: Plan) -> np.ndarray:
 
 
 class Stitcher:
-  """Blends tile maps of several outputs into whole-image maps of one plan."""
+  """Blends tile maps of several outputs into whole-image maps of one plan.
+
+  Memory: one float32 canvas per output; the weights are two lines
+  (`weight_lines`) and the division is done in place."""
 
   def __init__(self, plan: Plan, blend: str):
     self.plan = plan
     self.window = window(plan.size, blend)
     self.sums: dict[str, np.ndarray] = {}
-    self.weight = weights(plan, blend)
+    self.rows, self.cols = weight_lines(plan, blend)
     self.added = 0
 
   def add(self, index: int, maps: dict[str, np.ndarray]) -> None:
@@ -194,9 +214,19 @@ class Stitcher:
     return self.added == len(self.plan.tiles)
 
   def result(self) -> dict[str, np.ndarray]:
-    """The blended maps [height, width] of the image, by name."""
-    return {name: crop(total / self.weight, self.plan)
-            for name, total in self.sums.items()}
+    """The blended maps [height, width] of the image, by name (the sums are
+    divided in place: call once)."""
+    p = self.plan
+    rows = self.rows[p.top:p.top + p.height, None].astype(np.float32)
+    cols = self.cols[None, p.left:p.left + p.width].astype(np.float32)
+    out = {}
+    for name, total in self.sums.items():
+      image = crop(total, p)
+      image /= rows
+      image /= cols
+      out[name] = image
+    self.sums = {}
+    return out
 
 
 def ragged(arrays) -> np.ndarray:

@@ -101,8 +101,8 @@ class Predictor:
     """
     x, sizes = self.preprocess(images)
     out = whole_image.run_images(self.runner, self.geometry, x,
-                                     self.config.eval.batch_size,
-                                     [m.shape[:2] for m in x])
+                                 self.config.eval.batch_size,
+                                 [m.shape[:2] for m in x], [self.method])
     maps = [imageio.resize_map(m, h, w)
             for m, (h, w) in zip(out[f'{self.method}_map'], sizes)]
     scores = out[f'{self.method}_score'].astype(np.float32)

@@ -51,29 +51,43 @@ class ImageRunner:
     batch_size: tiles per call of `tile_fn`.
     score_maps: {'<m>_score': map key} where a score is taken from another
       whole map than '<m>_map' (`score_sources`).
+    outputs: the outputs m to return (default: all that `tile_fn` gives);
+      only their maps and those their scores read are stitched, one
+      float32 canvas each: a predictor needs one output of a large image.
   """
 
   def __init__(self, tile_fn: Callable[[np.ndarray], dict],
                score_fn: Callable[[np.ndarray], float] | None,
                geometry: tiling.Geometry, batch_size: int,
-               score_maps: dict[str, str] | None = None):
+               score_maps: dict[str, str] | None = None,
+               outputs: Sequence[str] | None = None):
     if geometry.mode not in ('pad', 'tile'):
       raise ValueError(f'ImageRunner is for pad and tile, not {geometry.mode!r}')
     self.tile_fn, self.score_fn = tile_fn, score_fn
     self.geometry, self.batch_size = geometry, int(batch_size)
     # '<m>_score' -> the whole map it is taken from, when not '<m>_map'.
     self.score_maps = dict(score_maps or {})
+    self.outputs = None if outputs is None else tuple(outputs)
+
+  def _kept(self, out: dict) -> tuple[list[str], list[str]]:
+    """(map keys to stitch, score keys to keep) of a `tile_fn` result."""
+    scores = [k for k in out if k.endswith('_score') and (
+        self.outputs is None or k[:-len('_score')] in self.outputs)]
+    maps = {k[:-len('_score')] + '_map' for k in scores}
+    maps |= {self.score_maps.get(k, k[:-len('_score')] + '_map') for k in scores}
+    return sorted(maps), scores
 
   @classmethod
   def of(cls, runner: two_stage.TwoStage, geometry: tiling.Geometry,
-         batch_size: int) -> 'ImageRunner':
+         batch_size: int, outputs: Sequence[str] | None = None
+         ) -> 'ImageRunner':
     """The runner of trained stages (`two_stage.TwoStage`)."""
     score_fn = None
     if runner.coarse.scores_from_map():
       score = jax.jit(functools.partial(map_scores, runner.coarse))
       score_fn = lambda m: float(score(m[None])[0])
     return cls(lambda x: runner.run(x, batch_size), score_fn, geometry,
-               batch_size, score_sources(runner.fine))
+               batch_size, score_sources(runner.fine), outputs)
 
   def _tiles(self, images: Iterable[np.ndarray]):
     """(image index, plan, tile index, tile [S, S, 3] float32) in order."""
@@ -96,12 +110,12 @@ class ImageRunner:
 
     def flush():
       out = self.tile_fn(batch)
+      map_keys, score_keys = self._kept(out)
       for j, (i, t) in enumerate(pending):
         stitcher, scores = open_[i]
-        stitcher.add(t, {k: out[k][j] for k in out if k.endswith('_map')})
-        for k in out:
-          if k.endswith('_score'):
-            scores.setdefault(k, []).append(float(out[k][j]))
+        stitcher.add(t, {k: out[k][j] for k in map_keys})
+        for k in score_keys:
+          scores.setdefault(k, []).append(float(out[k][j]))
       pending.clear()
       batch[:] = 0
       while open_ and open_[min(open_)][0].done:
@@ -121,11 +135,13 @@ class ImageRunner:
   def _finish(self, stitcher: tiling.Stitcher, tile_scores: dict
               ) -> dict[str, np.ndarray | float]:
     maps = stitcher.result()
-    out: dict[str, np.ndarray | float] = dict(maps)
+    out: dict[str, np.ndarray | float] = {}
     for key, values in tile_scores.items():
-      whole = maps[self.score_maps.get(key, key[:-len('_score')] + '_map')]
+      own = key[:-len('_score')] + '_map'
+      whole = maps[self.score_maps.get(key, own)]
       out[key] = (self.score_fn(whole) if self.score_fn is not None
                   else max(values))
+      out[own] = maps[own]
     return out
 
   def run(self, images: Sequence[np.ndarray],
@@ -262,10 +278,13 @@ def program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
 
 
 def run_images(runner: two_stage.TwoStage, geometry: tiling.Geometry,
-               images, batch_size: int, sizes=None) -> dict[str, np.ndarray]:
+               images, batch_size: int, sizes=None,
+               outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
   """Maps and scores of images loaded for `geometry` (`splits.load_split`):
   squash, arrays [N, S, S, 3] through `runner` as they are; pad and tile,
-  working-resolution images through an `ImageRunner`, maps at `sizes`."""
+  working-resolution images through an `ImageRunner`, maps at `sizes`, of
+  `outputs` only when given."""
   if geometry.mode == 'squash':
     return runner.run(images, batch_size)
-  return ImageRunner.of(runner, geometry, batch_size).run(images, sizes)
+  return ImageRunner.of(runner, geometry, batch_size, outputs).run(images,
+                                                                   sizes)
