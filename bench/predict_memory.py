@@ -1,7 +1,7 @@
 """Peak memory and time of predict.py on large images, in 'tile' mode.
 
   python bench/predict_memory.py [--sizes 9000x9000 20000x4000] [--tile 128]
-                                 [--workdir W]
+                                 [--stride 0] [--workdir W]
 
 Trains a throwaway tile-mode model in a temporary folder (the tiny config's
 networks, `--tile`-pixel tiles, 2 + 2 steps: its weights do not matter, its
@@ -48,23 +48,25 @@ print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code,
 '''
 
 
-def train(workdir: str, tile: int) -> None:
+def train(workdir: str, tile: int, stride: int) -> None:
   from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
   from tasad_jax.training import trainer  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.data.resize, config.data.image_size = 'tile', tile
+  config.data.tile_stride = stride
   config.train.cas_steps, config.train.fas_steps = 2, 2
   config.train.checkpoint_every = 2
   trainer.train_and_evaluate(config, workdir)
 
 
-def tile_copy(source: str, workdir: str) -> None:
+def tile_copy(source: str, workdir: str, stride: int) -> None:
   """A copy of a trained workdir that predicts in 'tile' mode."""
   shutil.copytree(source, workdir, ignore=shutil.ignore_patterns('eval'))
   path = os.path.join(workdir, 'config.json')
   with open(path) as f:
     config = json.load(f)
   config['data']['resize'] = 'tile'
+  config['data']['tile_stride'] = stride
   with open(path, 'w') as f:
     json.dump(config, f)
 
@@ -74,15 +76,18 @@ def main():
   parser.add_argument('--sizes', nargs='+', default=['9000x9000', '20000x4000'],
                       help='HEIGHTxWIDTH of each image')
   parser.add_argument('--tile', type=int, default=128)
+  parser.add_argument('--stride', type=int, default=0,
+                      help='pixels between tiles (0: half a tile); memory '
+                      'does not depend on it, time does')
   parser.add_argument('--workdir', default='',
                       help='a trained workdir to copy instead of training')
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     workdir = os.path.join(tmp, 'model')
     if args.workdir:
-      tile_copy(args.workdir, workdir)
+      tile_copy(args.workdir, workdir, args.stride)
     else:
-      train(workdir, args.tile)
+      train(workdir, args.tile, args.stride)
     rng = np.random.default_rng(0)
     for size in args.sizes:
       h, w = (int(v) for v in size.split('x'))
@@ -105,7 +110,7 @@ def main():
         sys.exit(f'predict.py failed on {size}:\n{result.stderr[-3000:]}')
       print(json.dumps({
           'bench': 'predict_memory', 'height': h, 'width': w,
-          'megapixels': round(h * w / 1e6, 1),
+          'megapixels': round(h * w / 1e6, 1), 'stride': args.stride,
           'seconds': round(seconds, 1),
           'peak_rss_mb': round(int(rss) / 1024, 0)}), flush=True)
 
