@@ -25,7 +25,6 @@ from typing import Iterator
 
 from absl import logging
 import numpy as np
-from PIL import Image
 
 from tasad_jax.data import imageio
 from tasad_jax.inference import predictor as predictor_lib
@@ -92,9 +91,10 @@ def _batches(paths: list[str], size: int, max_pixels: int
     yield batch
 
 
-def _save_png(array: np.ndarray, path: str) -> None:
+def _save_png(path: str, shape, bands) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(array).save(path)
+  heatmaps.write_png(path, shape[0], shape[1], 3 if len(shape) > 2 else 1,
+                     bands)
 
 
 def predict_files(workdir: str, pattern: str, output: str,
@@ -133,11 +133,14 @@ def predict_files(workdir: str, pattern: str, output: str,
                       else int(result['decisions'][i]))
           writer.writerow([path, f'{result["scores"][i]:.6f}', decision, ''])
           if result['masks'] is not None:
-            _save_png(result['masks'][i].astype(np.uint8) * 255,
-                      os.path.join(folder, 'masks', name + '.png'))
+            mask = result['masks'][i]
+            _save_png(os.path.join(folder, 'masks', name + '.png'), mask.shape,
+                      (mask[y:y + heatmaps.ROWS].astype(np.uint8) * 255
+                       for y in range(0, len(mask), heatmaps.ROWS)))
           scale = max((heat.max() if pixel_t is None else pixel_t) * 2, 1e-6)
-          _save_png(heatmaps.overlay(image, heat, scale=1.0 / scale),
-                    os.path.join(folder, 'heatmaps', name + '.png'))
+          _save_png(os.path.join(folder, 'heatmaps', name + '.png'),
+                    image.shape, heatmaps.overlay_bands(image, heat,
+                                                        scale=1.0 / scale))
         done += len(batch)
         rate = done / (time.perf_counter() - start)
         sys.stderr.write(f'\r{done}/{len(paths)} images  {rate:.1f}/s')

@@ -108,7 +108,9 @@ class Predictor:
     scores = out[f'{self.method}_score'].astype(np.float32)
     image_t, pixel_t = self.thresholds.get('image'), self.thresholds.get('pixel')
     same = len(set(sizes)) == 1
-    pack = (lambda v: np.stack(v)) if same else (lambda v: v)
+    # One image: a view, not a copy (a large image's map is hundreds of MB).
+    pack = ((lambda v: v[0][None] if len(v) == 1 else np.stack(v)) if same
+            else (lambda v: v))
     return {
         'anomaly_maps': pack(maps),
         'scores': scores,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -34,6 +37,34 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
     colour = colorize(heat[y:y + ROWS] * scale)
     out[y:y + ROWS] = ((1 - alpha) * base + alpha * colour).round()
   return out
+
+
+def write_png(path: str, height: int, width: int, channels: int,
+              bands) -> None:
+  """Writes an 8-bit PNG (grey or RGB) from `bands`, uint8 arrays of rows
+  [r, width(, 3)] in order, compressing as they come: memory holds one band,
+  not the image (PIL copies a whole RGB image to 4 bytes a pixel first)."""
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack('>I', len(data)) + kind + data +
+            struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+
+  colour = {1: 0, 3: 2}[channels]
+  compressor = zlib.compressobj(6)
+  with open(path, 'wb') as f:
+    f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack(
+        '>IIBBBBB', width, height, 8, colour, 0, 0, 0)))
+    for band in bands:
+      rows = np.ascontiguousarray(band, np.uint8).reshape(len(band), -1)
+      data = np.concatenate([np.zeros((len(rows), 1), np.uint8), rows], 1)
+      f.write(chunk(b'IDAT', compressor.compress(data.tobytes())))
+    f.write(chunk(b'IDAT', compressor.flush()) + chunk(b'IEND', b''))
+
+
+def overlay_bands(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
+                  scale: float = 1.0):
+  """`overlay`, a band of `ROWS` rows at a time (for `write_png`)."""
+  for y in range(0, image.shape[0], ROWS):
+    yield overlay(image[y:y + ROWS], heat[y:y + ROWS], alpha, scale)
 
 
 def figure(image, mask, maps: dict[str, np.ndarray], ranges: dict[str, tuple],
