@@ -115,9 +115,12 @@ def train(config) -> None:
   _need(_is_int(t.image_every) and t.image_every >= 0, 'train.image_every',
         f'{t.image_every!r} must be an integer >= 0 (0 = never)')
   _need(len(config.stages) >= 1, 'stages', f'empty; use {names.STAGES}')
-  for name in config.stages:
-    _need(stages.build_stage(config, name).num_steps >= 1,
-          f'train.{name}_steps', 'must be >= 1')
+  for name in config.stages:  # The stages themselves: `model`.
+    _need(name in stages.STAGES, 'stages',
+          f'unknown stage {name!r}; use {tuple(stages.STAGES)}')
+    steps = t[f'{name}_steps']
+    _need(_is_int(steps) and steps >= 1, f'train.{name}_steps',
+          f'{steps!r} must be an integer >= 1')
 
 
 def evaluation(config) -> None:

@@ -24,19 +24,23 @@ def colorize(values: np.ndarray) -> np.ndarray:
 ROWS = 64  # Rows blended at a time: a band of a 20000-pixel-wide image ~ 30 MB.
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
-            scale: float = 1.0) -> np.ndarray:
-  """Blends the colourised `heat * scale` ([H, W], clipped to [0, 1]) over
-  an image [H, W, 3] (uint8, or float in [0, 1]) into uint8 RGB, a band of
-  rows at a time, so an image of any size needs no full-size float copy."""
+def overlay_bands(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
+                  scale: float = 1.0):
+  """The colourised `heat * scale` ([H, W], clipped to [0, 1]) blended over
+  an image [H, W, 3] (uint8, or float in [0, 1]): uint8 RGB bands of `ROWS`
+  rows, so an image of any size needs no full-size float copy."""
   if image.dtype != np.uint8:
     image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-  out = np.empty(image.shape[:2] + (3,), np.uint8)
   for y in range(0, image.shape[0], ROWS):
     base = image[y:y + ROWS].astype(np.float32)
     colour = colorize(heat[y:y + ROWS] * scale)
-    out[y:y + ROWS] = ((1 - alpha) * base + alpha * colour).round()
-  return out
+    yield ((1 - alpha) * base + alpha * colour).round().astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
+            scale: float = 1.0) -> np.ndarray:
+  """`overlay_bands` as one uint8 RGB image [H, W, 3]."""
+  return np.concatenate(list(overlay_bands(image, heat, alpha, scale)))
 
 
 def write_png(path: str, height: int, width: int, channels: int,
@@ -58,13 +62,6 @@ def write_png(path: str, height: int, width: int, channels: int,
       data = np.concatenate([np.zeros((len(rows), 1), np.uint8), rows], 1)
       f.write(chunk(b'IDAT', compressor.compress(data.tobytes())))
     f.write(chunk(b'IDAT', compressor.flush()) + chunk(b'IEND', b''))
-
-
-def overlay_bands(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
-                  scale: float = 1.0):
-  """`overlay`, a band of `ROWS` rows at a time (for `write_png`)."""
-  for y in range(0, image.shape[0], ROWS):
-    yield overlay(image[y:y + ROWS], heat[y:y + ROWS], alpha, scale)
 
 
 def figure(image, mask, maps: dict[str, np.ndarray], ranges: dict[str, tuple],
