@@ -17,7 +17,6 @@ included), the images per second, and the process's peak resident memory
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,13 +24,11 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-# predict.py runs as from a shell: without what importing TensorFlow for the
-# throwaway training sets in this process's environment (TPU_ML_PLATFORM,
-# KMP_*, ...), with which its peak was 1.5 GB instead of 0.65 at 4 megapixels.
-SHELL_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 from PIL import Image
+
+import workdirs  # pylint: disable=g-import-not-at-top
 
 MB = 2 ** 20
 # Runs predict.py in this process and prints its peak RSS (KiB on Linux).
@@ -48,29 +45,6 @@ print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code,
 '''
 
 
-def train(workdir: str, tile: int, stride: int) -> None:
-  from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
-  from tasad_jax.training import trainer  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  config.data.resize, config.data.image_size = 'tile', tile
-  config.data.tile_stride = stride
-  config.train.cas_steps, config.train.fas_steps = 2, 2
-  config.train.checkpoint_every = 2
-  trainer.train_and_evaluate(config, workdir)
-
-
-def tile_copy(source: str, workdir: str, stride: int) -> None:
-  """A copy of a trained workdir that predicts in 'tile' mode."""
-  shutil.copytree(source, workdir, ignore=shutil.ignore_patterns('eval'))
-  path = os.path.join(workdir, 'config.json')
-  with open(path) as f:
-    config = json.load(f)
-  config['data']['resize'] = 'tile'
-  config['data']['tile_stride'] = stride
-  with open(path, 'w') as f:
-    json.dump(config, f)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--sizes', nargs='+', default=['9000x9000', '20000x4000'],
@@ -85,9 +59,9 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     workdir = os.path.join(tmp, 'model')
     if args.workdir:
-      tile_copy(args.workdir, workdir, args.stride)
+      workdirs.tile_copy(args.workdir, workdir, stride=args.stride)
     else:
-      train(workdir, args.tile, args.stride)
+      workdirs.train(workdir, args.tile, args.stride)
     rng = np.random.default_rng(0)
     for size in args.sizes:
       h, w = (int(v) for v in size.split('x'))
@@ -103,7 +77,7 @@ def main():
            f'--workdir={workdir}', f'--input={folder}',
            f'--output={os.path.join(tmp, "out_" + size)}'],
           capture_output=True, text=True, check=False,
-          env=SHELL_ENV)
+          env=workdirs.SHELL_ENV)
       seconds = time.perf_counter() - start
       rss, code = result.stderr.split('MAXRSS')[-1].split()[:2]
       if code != '0':

@@ -28,8 +28,10 @@ TINY_ARGS = {
     'tiling.py': ['--height', '200', '--width', '120', '--tile', '32',
                   '--batches', '2', '8'],
     'predict_memory.py': ['--sizes', '90x70', '--workdir', '{workdir}'],
+    'line_speed.py': ['--images', '3', '--size', '40x50', '--workdir',
+                      '{workdir}'],
 }
-HELPERS = {'torch_reference.py'}  # Imported by the benches, not run.
+HELPERS = {'torch_reference.py', 'workdirs.py'}  # Imported by the benches, not run.
 # Run with TensorFlow, tfds and clu made unimportable: the accelerator image
 # has none of them (BENCHMARKS.md), so the model benches must not need them.
 WITHOUT_TENSORFLOW = {'accelerator.py', 'inference.py',

@@ -235,12 +235,15 @@ def test_every_mode_predicts_and_exports_the_live_maps(tile_workdir, tmp_path,
   from tasad_jax.inference import whole_image  # pylint: disable=g-import-not-at-top
   _, trained = tile_workdir
   rng = np.random.default_rng(0)
-  for mode, (h, w) in (('squash', (S, S)), ('tile', (40, 52)), ('pad', (S, 20))):
-    workdir = str(tmp_path / mode)
+  for mode, (h, w), whole in (('squash', (S, S), 0), ('tile', (40, 52), 4096),
+                             ('tile', (40, 52), 0), ('pad', (S, 20), 0)):
+    # 'tile' whole (one canvas of 64 x 64) and by tiles (whole_image_pixels=0).
+    workdir = str(tmp_path / f'{mode}{whole}')
     shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns('eval'))
     with open(os.path.join(workdir, 'config.json')) as f:
       saved = json.load(f)
     saved['data']['resize'] = mode
+    saved['data']['whole_image_pixels'] = whole
     saved['model']['fine_score'] = fine_score
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(saved, f)
@@ -248,7 +251,7 @@ def test_every_mode_predicts_and_exports_the_live_maps(tile_workdir, tmp_path,
     images = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
     live = model.predict(list(images) + [np.full((70, 45), 128, np.uint8)])
     assert [m.shape for m in live['anomaly_maps']] == [(h, w)] * 2 + [(70, 45)]
-    path = str(tmp_path / f'{mode}.stablehlo')
+    path = str(tmp_path / f'{mode}{whole}.stablehlo')
     export.export_stablehlo(model, path, h, w)
     with open(path, 'rb') as f:
       maps, scores = jax.export.deserialize(f.read()).call(

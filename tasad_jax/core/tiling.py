@@ -17,6 +17,12 @@ input of `config.data.image_size` (S):
   'mean', uniform weights) and divided by the summed weights, so a constant map
   stays constant.
 
+At inference a 'tile' image of up to `config.data.whole_image_pixels` runs
+through each network once instead (`whole`): on a canvas whose sides are
+rounded up to a multiple of `config.data.bucket` (its *shape bucket*), its
+edge pixels repeated at the bottom and right, so that images of many sizes
+share a few compiled programs. A 'pad' image is one S x S canvas either way.
+
 'pad' is one case of the same plan as 'tile': a canvas, the image at an offset
 on it, the tiles that cover the canvas. Pixel metrics use the stitched maps at
 the working resolution, the long side capped at `config.eval.max_side` (0: no
@@ -66,6 +72,8 @@ class Geometry:
   stride: int = 0  # 0: size // 2.
   blend: str = 'hann'
   max_side: int = 0
+  whole_pixels: int = 0  # 'tile': largest canvas inferred whole (0: tiles).
+  bucket: int = 64  # Whole-image canvas sides: multiples of this.
 
   @classmethod
   def from_config(cls, config) -> 'Geometry':
@@ -73,7 +81,8 @@ class Geometry:
     d = config.data
     return cls(mode=d.resize, size=int(d.image_size), scale=float(d.scale),
                stride=int(d.tile_stride), blend=d.tile_blend,
-               max_side=int(config.eval.max_side))
+               max_side=int(config.eval.max_side),
+               whole_pixels=int(d.whole_image_pixels), bucket=int(d.bucket))
 
   def check(self) -> None:
     """Raises UserInputError naming the config field that is wrong."""
@@ -91,6 +100,11 @@ class Geometry:
     if self.max_side < 0:
       raise UserInputError(f'config.eval.max_side: {self.max_side} must be >= 0'
                            ' (0 = no cap)')
+    if self.whole_pixels < 0:
+      raise UserInputError(f'config.data.whole_image_pixels: '
+                           f'{self.whole_pixels} must be >= 0 (0 = tiles)')
+    if self.bucket < 1:
+      raise UserInputError(f'config.data.bucket: {self.bucket} must be >= 1')
 
   @property
   def tile_stride(self) -> int:
@@ -112,6 +126,25 @@ class Geometry:
     factor = self.max_side / max(height, width)
     return (max(1, int(round(height * factor))),
             max(1, int(round(width * factor))))
+
+  def whole(self, height: int, width: int, multiple: int
+            ) -> tuple[tuple[int, int], tuple[int, int, int, int]] | None:
+    """(canvas (H, W), box (top, left, height, width)) of an image of this
+    working size run whole through networks whose sides must be multiples
+    of `multiple`, or None to run it by tiles. 'pad': the S x S canvas and
+    the image's place on it; 'tile': the shape bucket, at least S x S, if it
+    has at most `whole_pixels` pixels."""
+    if self.mode == 'pad':
+      p = self.plan(height, width)
+      return p.canvas, (p.top, p.left, height, width)
+    if self.mode != 'tile' or not self.whole_pixels:
+      return None
+    step = math.lcm(self.bucket, multiple)
+    canvas = tuple(max(self.size, -(-side // step) * step)
+                   for side in (height, width))
+    if canvas[0] * canvas[1] > self.whole_pixels:
+      return None
+    return canvas, (0, 0, height, width)
 
   def plan(self, height: int, width: int) -> Plan:
     """The canvas and tiles of an image of this working size ('pad', 'tile')."""
@@ -175,9 +208,16 @@ def weights(plan: Plan, blend: str) -> np.ndarray:
 
 def canvas(image: np.ndarray, plan: Plan) -> np.ndarray:
   """The image [H, W, C] on its canvas, the border repeating its edge pixels."""
-  h, w = plan.canvas
-  pad = ((plan.top, h - plan.height - plan.top),
-         (plan.left, w - plan.width - plan.left)) + ((0, 0),) * (image.ndim - 2)
+  return pad_to(image, plan.canvas, plan.top, plan.left)
+
+
+def pad_to(image: np.ndarray, shape: tuple[int, int], top: int = 0,
+           left: int = 0) -> np.ndarray:
+  """The image [h, w, ...] at (top, left) of a canvas of `shape`, the border
+  repeating its edge pixels."""
+  h, w = image.shape[:2]
+  pad = ((top, shape[0] - h - top),
+         (left, shape[1] - w - left)) + ((0, 0),) * (image.ndim - 2)
   return np.pad(image, pad, mode='edge') if any(sum(p) for p in pad) else image
 
 

@@ -10,7 +10,7 @@ coarse+FAS (or the coarse stage alone when no FAS checkpoint exists), with
 the trained parameters baked in as constants. A 'squash' model takes images
 at the training size S x S; 'pad' and 'tile' models are exported for one
 image size H x W (`export.py --height --width`). The program is the one
-whole-image path's (`tasad_jax.inference.whole_image.program`), so its maps
+whole-image path's (`tasad_jax.inference.programs.program`), so its maps
 and scores are those of `predict.py` and evaluation.
 """
 
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from tasad_jax.core import tiling
-from tasad_jax.inference import predictor, whole_image
+from tasad_jax.inference import predictor, programs
 from tasad_jax.runtime import fileio
 from tasad_jax.runtime.errors import UserInputError
 
@@ -45,9 +45,9 @@ def image_shape(geometry: tiling.Geometry, height: int = 0, width: int = 0
 
 def program(model, height: int = 0, width: int = 0) -> Callable:
   """images [B, H, W, 3] -> (maps [B, H, W], scores [B]) with fixed weights
-  (`whole_image.program`); H x W from `image_shape`."""
+  (`programs.program`); H x W from `image_shape`."""
   height, width = image_shape(model.geometry, height, width)
-  return whole_image.program(model.runner, model.geometry, height, width,
+  return programs.program(model.runner, model.geometry, height, width,
                              model.config.eval.batch_size)
 
 

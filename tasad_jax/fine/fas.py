@@ -48,6 +48,14 @@ class FineInput:
   def __init__(self, coarse: methods.CoarseMethod, params: selection.RefineParams,
                on_device: bool):
     self.coarse, self.params, self.on_device = coarse, params, on_device
+    self.tile_pixels = int(coarse.config.data.image_size) ** 2
+
+  def params_for(self, pixels: int) -> selection.RefineParams:
+    """The params of an image of `pixels`: a tile's, or with more or fewer
+    pixels SLIC's segments scaled to keep a tile's superpixel size."""
+    if pixels == self.tile_pixels:
+      return self.params
+    return selection.scaled(self.params, pixels, self.tile_pixels)
 
   def device(self, coarse_variables: Any, images: jax.Array
              ) -> tuple[dict[str, jax.Array], jax.Array]:
@@ -59,9 +67,42 @@ class FineInput:
     return outputs, selection.fas_inputs_device(outputs['map'], images,
                                              self.params)[0]
 
+  def device_in_boxes(self, coarse_maps: jax.Array, images: jax.Array,
+                      boxes: jax.Array) -> jax.Array:
+    """FAS inputs [N, H, W, 3] of images on padded canvases [N, H, W, 3]
+    with their coarse maps [N, H, W, 1] and boxes [N, 4], jit-able."""
+    params = self.params_for(images.shape[1] * images.shape[2])
+    return selection.fas_inputs_device(coarse_maps, images, params,
+                                       boxes=boxes)[0]
+
+  def seeded_in_boxes(self, coarse_maps: jax.Array, boxes: jax.Array
+                      ) -> jax.Array:
+    """Whether each image [N] has a seed in its box, jit-able: the images
+    without one get a blank FAS input (`device_in_boxes`)."""
+    return selection.seeds_device(coarse_maps[..., 0], self.params,
+                                  boxes).any(axis=(1, 2))
+
   def host(self, coarse_maps: np.ndarray, images: np.ndarray) -> np.ndarray:
     """FAS inputs [N, S, S, 3] of numpy coarse maps and images (scikit-image)."""
     return selection.fas_inputs(coarse_maps, images, self.params)
+
+  def host_in_boxes(self, coarse_maps: np.ndarray, images: np.ndarray,
+                    boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FAS inputs [N, H, W, 3], seeded [N]) of numpy canvases: each image
+    cropped to its box, its input made there (`host`, SLIC's segments for its
+    area) and put back on a blank canvas."""
+    out = np.zeros(images.shape, np.float32)
+    seeded = np.zeros(len(images), bool)
+    for i, (top, left, h, w) in enumerate(np.asarray(boxes)):
+      crop = np.s_[top:top + h, left:left + w]
+      params = self.params_for(int(h * w))
+      seed_map = selection.seeds(coarse_maps[i][crop][..., 0], params)
+      seeded[i] = seed_map.any()
+      if seeded[i]:
+        region = selection.keep_superpixels(
+            seed_map, selection.superpixels(images[i][crop], params))
+        out[i][crop] = selection.crop(images[i][crop], region)
+    return out, seeded
 
   @functools.cached_property
   def _device_input(self):
@@ -145,14 +186,15 @@ class FineStage(stage.Stage):
     return self.model.apply(variables, fas_input, train=False)
 
   def image_score(self, tasad_map: jax.Array, coarse_outputs: dict,
-                  coarse_score: jax.Array) -> jax.Array:
+                  coarse_score: jax.Array, valid: jax.Array | None = None
+                  ) -> jax.Array:
     """The image score of the two-stage model, jit-able: the coarse method's
     score of the coarse+FAS map (the paper), or with `fine_score='coarse'`
     the coarse stage's own score, where FAS sharpens maps at the cost of
     image-level ranking (it can fire on a normal image's edges)."""
     if self.score_source == 'coarse':
       return coarse_score
-    return self.coarse.image_score(tasad_map, coarse_outputs)
+    return self.coarse.image_score(tasad_map, coarse_outputs, valid)
 
 
 def restore_inference_variables(trained: stage.Stage, workdir: str, mesh,

@@ -12,6 +12,12 @@ Steps (method doc, "Fine stage"), for a coarse output c and its image x:
    (max + 0.005) when its maximum exceeds 1.
 
 This runs per image with NumPy, SciPy and scikit-image, in threads.
+
+A whole image of another size than the training tiles (`scaled`) keeps the
+tiles' superpixel size: SLIC's segment count grows with the area. On a padded
+canvas (`boxes`: the image's top, left, height, width) every step sees the
+image alone, as if it were cropped: the histogram counts its pixels, the
+median repeats its edge, seeds and the FAS input stop at its border.
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ class RefineParams:
   n_segments: int = 250
   compactness: float = 8.0
   sigma: float = 1.0
+
+
+def scaled(params: RefineParams, pixels: int, tile_pixels: int
+           ) -> RefineParams:
+  """The params of an image of `pixels` whose superpixels keep the size they
+  have on a training tile of `tile_pixels`."""
+  n = max(1, int(round(params.n_segments * pixels / tile_pixels)))
+  return dataclasses.replace(params, n_segments=n)
 
 
 def seeds(coarse: np.ndarray, params: RefineParams) -> np.ndarray:
@@ -86,27 +100,62 @@ def fas_inputs(coarse: np.ndarray, images: np.ndarray, params: RefineParams,
 # ---- The same steps as jitted JAX, batched, for accelerators ---------------
 
 
-def seeds_device(coarse, params: RefineParams):
-  """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W]."""
+def box_mask(boxes, height: int, width: int):
+  """Boolean [N, height, width]: the pixels inside each box [N, 4] (top,
+  left, height, width), jit-able."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  ys = jnp.arange(height)[None, :, None]
+  xs = jnp.arange(width)[None, None, :]
+  top, left, h, w = (boxes[:, i, None, None] for i in range(4))
+  return (ys >= top) & (ys < top + h) & (xs >= left) & (xs < left + w)
+
+
+def _neighbours_in_box(r, boxes):
+  """The 3 x 3 neighbourhoods [N, H, W, 9] of r [N, H, W], each index clamped
+  to its image's box (edges repeated, as 'nearest' on the cropped image)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  n, h, w = r.shape
+  top, left = boxes[:, 0, None], boxes[:, 1, None]
+  bottom, right = top + boxes[:, 2, None] - 1, left + boxes[:, 3, None] - 1
+  out = []
+  for dy in (-1, 0, 1):
+    ys = jnp.clip(jnp.arange(h)[None] + dy, top, bottom)
+    rows = jnp.take_along_axis(r, ys[:, :, None], axis=1)
+    for dx in (-1, 0, 1):
+      xs = jnp.clip(jnp.arange(w)[None] + dx, left, right)
+      out.append(jnp.take_along_axis(rows, xs[:, None, :], axis=2))
+  return jnp.stack(out, axis=-1)
+
+
+def seeds_device(coarse, params: RefineParams, boxes=None):
+  """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W],
+  of the pixels in `boxes` [N, 4] only when given."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
   r = jnp.clip(jnp.nan_to_num(jnp.abs(coarse) * 255.0, nan=0.0, posinf=255.0),
                0, 255).astype(jnp.int32)
-  counts = jax.vmap(lambda v: jnp.zeros(256, jnp.int32).at[v.ravel()].add(1))(r)
+  n, h, w = r.shape
+  valid = (jnp.ones(r.shape, bool) if boxes is None
+           else box_mask(boxes, h, w))
+  counts = jax.vmap(lambda v, m: jnp.zeros(256, jnp.int32).at[v.ravel()].add(
+      m.ravel().astype(jnp.int32)))(r, valid)
   limit = params.histogram_fraction * counts.max(axis=1, keepdims=True)
   keep = counts <= limit
-  r = jnp.where(jnp.take_along_axis(keep, r.reshape(r.shape[0], -1), axis=1)
+  r = jnp.where(jnp.take_along_axis(keep, r.reshape(n, -1), axis=1)
                 .reshape(r.shape), r, 0)
-  n, h, w = r.shape
-  padded = device_slic.pad_hw(r, 1, 'edge')
-  window = jnp.stack([padded[:, dy:dy + h, dx:dx + w]
-                      for dy in range(3) for dx in range(3)], axis=-1)
+  if boxes is None:
+    padded = device_slic.pad_hw(r, 1, 'edge')
+    window = jnp.stack([padded[:, dy:dy + h, dx:dx + w]
+                        for dy in range(3) for dx in range(3)], axis=-1)
+  else:
+    window = _neighbours_in_box(r, boxes)
   median = jnp.sort(window, axis=-1)[..., 4]
-  return median > params.seed_threshold
+  return (median > params.seed_threshold) & valid
 
 
-def fas_inputs_device(coarse, images, params: RefineParams, labels=None):
+def fas_inputs_device(coarse, images, params: RefineParams, labels=None,
+                      boxes=None):
   """Steps 1-5 on device: coarse [N, H, W, 1], images [N, H, W, 3] in [0, 1].
 
   Args:
@@ -115,6 +164,8 @@ def fas_inputs_device(coarse, images, params: RefineParams, labels=None):
     params: thresholds and SLIC parameters.
     labels: superpixels [N, H, W] (from 1); None computes them with
       `tasad_jax.fine.slic.slic`.
+    boxes: [N, 4] (top, left, height, width) of each image on its padded
+      canvas, or None for the whole canvas.
 
   Returns:
     (FAS input [N, H, W, 3], kept region [N, H, W] bool).
@@ -122,7 +173,7 @@ def fas_inputs_device(coarse, images, params: RefineParams, labels=None):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
-  seed_map = seeds_device(coarse[..., 0], params)
+  seed_map = seeds_device(coarse[..., 0], params, boxes)
   if labels is None:
     labels = device_slic.slic(images, params.n_segments, params.compactness,
                               params.sigma)
@@ -132,6 +183,8 @@ def fas_inputs_device(coarse, images, params: RefineParams, labels=None):
   kept = jax.vmap(lambda l, s: jnp.zeros(size, bool).at[l].max(s))(
       flat, seed_map.reshape(n, -1))
   region = jnp.take_along_axis(kept, flat, axis=1).reshape(labels.shape)
+  if boxes is not None:
+    region &= box_mask(boxes, *labels.shape[1:])
   x = images * region[..., None]
   top = x.max(axis=(1, 2, 3), keepdims=True)
   return jnp.where(top > 1.0, x / (top + 0.005), x), region

@@ -9,6 +9,12 @@ JAX SLIC, crop) -> FAS -> maps -> scores is one jitted, batch-sharded program;
 otherwise the FAS input is made on the host by the reference `tasad_jax.fine.selection`.
 The output keys are 'cas_*' for the coarse stage and 'tasad_*' for coarse+FAS
 (the keys of metrics.json, whatever the coarse method).
+
+Whole images on padded canvases (`in_boxes`, `TwoStage.canvases`) run each
+network once; scores and the FAS input see only each image's box, and the
+fine stage runs only for images with a seed in it: the others get the fine
+network's map of a blank input, computed once per canvas size, the values
+running it would give.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from tasad_jax.core import names
 from tasad_jax.runtime import checkpointing, distributed
-from tasad_jax.fine import fas
+from tasad_jax.fine import fas, selection
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage
 
@@ -45,6 +51,41 @@ def two_stage(fine_stage: fas.FineStage, fine_input: fas.FineInput,
           'tasad_map': tasad,
           'tasad_score': fine_stage.image_score(tasad, outputs, cas_score),
           'fas_input': fas_input}
+
+
+def coarse_in_boxes(coarse: methods.CoarseMethod, variables, images, boxes
+                    ) -> tuple[dict[str, jax.Array], jax.Array]:
+  """(coarse outputs, scores of the maps in `boxes`) of canvases [N, H, W, 3]
+  with boxes [N, 4] (top, left, height, width), jit-able."""
+  outputs = coarse.outputs(variables, images)
+  valid = selection.box_mask(boxes, *images.shape[1:3])
+  return outputs, coarse.image_score(outputs['map'], outputs, valid)
+
+
+def add_in_boxes(fine_stage: fas.FineStage, outputs: dict, fas_map, cas_score,
+                 boxes) -> dict[str, jax.Array]:
+  """Both outputs' maps and scores from the coarse outputs and the FAS maps
+  of canvases, the scores of their boxes, jit-able."""
+  tasad = outputs['map'] + fas_map
+  valid = selection.box_mask(boxes, *tasad.shape[1:3])
+  return {'cas_map': outputs['map'], 'cas_score': cas_score,
+          'tasad_map': tasad,
+          'tasad_score': fine_stage.image_score(tasad, outputs, cas_score,
+                                                valid)}
+
+
+def in_boxes(fine_stage: fas.FineStage, fine_input: fas.FineInput | None,
+             cas_variables, fas_variables, images, boxes
+             ) -> dict[str, jax.Array]:
+  """The two-stage program (or the coarse stage's, without `fine_input`) of
+  canvases [N, H, W, 3] in [0, 1] with boxes [N, 4], on device, jit-able."""
+  outputs, cas_score = coarse_in_boxes(fine_stage.coarse, cas_variables,
+                                       images, boxes)
+  if fine_input is None:
+    return {'cas_map': outputs['map'], 'cas_score': cas_score}
+  fas_map = fine_stage.apply(fas_variables, fine_input.device_in_boxes(
+      outputs['map'], images, boxes))
+  return add_in_boxes(fine_stage, outputs, fas_map, cas_score, boxes)
 
 
 class TwoStage:
@@ -77,6 +118,22 @@ class TwoStage:
       return {'tasad_map': tasad,
               'tasad_score': self.fine.image_score(tasad, outputs, cas_score)}
     self._add = jax.jit(add_and_score, out_shardings=batch)
+
+    def coarse_canvases(variables, images, boxes):
+      outputs, score = coarse_in_boxes(self.coarse, variables, images, boxes)
+      seeded = (self.input.seeded_in_boxes(outputs['map'], boxes)
+                if self.fas is not None and self.input.on_device else None)
+      return outputs, score, seeded
+    self._coarse_canvases = jax.jit(coarse_canvases,
+                                    in_shardings=(rep, batch, batch),
+                                    out_shardings=batch)
+    self._fine_canvases = jax.jit(
+        lambda v, x, maps, boxes: self.fine.apply(
+            v, self.input.device_in_boxes(maps, x, boxes)),
+        in_shardings=(rep, batch, batch, batch), out_shardings=batch)
+    self._add_canvases = jax.jit(functools.partial(add_in_boxes, self.fine),
+                                 out_shardings=batch)
+    self._blank: dict[tuple[int, int], np.ndarray] = {}
 
   @classmethod
   def from_workdir(cls, config, workdir: str, mesh) -> 'TwoStage':
@@ -119,6 +176,81 @@ class TwoStage:
           outputs.setdefault(key, []).append(
               distributed.gather_rows(value, len(batch))[:n])
     return {k: np.concatenate(v) for k, v in outputs.items()}
+
+  def run_canvases(self, images: np.ndarray, boxes: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """Maps [N, H, W] and scores [N] of a global batch of canvases (uint8,
+    or float in [0, 1]) with their boxes [N, 4] (`tiling.Geometry.whole`);
+    in a multi-process job each process runs its share and all get every
+    row."""
+    chunk = distributed.local_rows(images)
+    if chunk.dtype == np.uint8:
+      chunk = chunk.astype(np.float32) / 255.0
+    out = self.canvases(chunk, distributed.local_rows(boxes))
+    return {k: distributed.gather_rows(v, len(images)) for k, v in out.items()}
+
+  def canvases(self, images: np.ndarray, boxes: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """`run_canvases` of this process's rows (images in [0, 1])."""
+    n = len(images)
+    pad = (-n) % (self.mesh.devices.size // jax.process_count())
+    if pad:
+      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:],
+                                                images.dtype)])
+      boxes = np.concatenate([boxes, np.zeros((pad, 4), boxes.dtype)])
+    boxes = boxes.astype(np.int32)
+    with jax.set_mesh(self.mesh):
+      g = sharding.to_global({'x': images, 'b': boxes}, self.mesh)
+      outputs, cas_score, seeded = self._coarse_canvases(self.cas, g['x'],
+                                                         g['b'])
+      out = {'cas_map': outputs['map'], 'cas_score': cas_score}
+      if self.fas is not None:
+        fas_map = self._fine_maps(images, boxes, outputs['map'], seeded)
+        out = self._add_canvases(outputs, sharding.to_global(
+            {'m': fas_map}, self.mesh)['m'], cas_score, g['b'])
+      out = {k: sharding.to_local(v) for k, v in out.items()}
+    return {k: (v[:n, ..., 0] if k.endswith('_map') else v[:n])
+            for k, v in out.items()}
+
+  def _fine_maps(self, images: np.ndarray, boxes: np.ndarray,
+                 coarse_maps: jax.Array, seeded: jax.Array | None
+                 ) -> np.ndarray:
+    """FAS maps [N, H, W, 1] of this process's canvases: run for the rows
+    with a seed (all rows of a multi-process batch with any), the blank map
+    for the others."""
+    maps = sharding.to_local(coarse_maps)
+    if self.input.on_device:
+      seeded = sharding.to_local(seeded)
+    else:
+      fas_input, seeded = self.input.host_in_boxes(maps, images, boxes)
+    shape = images.shape[1:3]
+    out = np.broadcast_to(self._blank_map(shape), maps.shape).copy()
+    if not distributed.gather_rows(seeded, len(seeded) * jax.process_count()
+                                   ).any():
+      return out
+    rows = np.arange(len(images))
+    if jax.process_count() == 1:  # Only the seeded rows, padded to devices.
+      rows = np.flatnonzero(seeded)
+      rows = np.concatenate([rows, np.full((-len(rows)) % self.mesh.devices.size,
+                                           rows[0])])
+    if self.input.on_device:
+      g = sharding.to_global({'x': images[rows], 'm': maps[rows],
+                              'b': boxes[rows]}, self.mesh)
+      fine = self._fine_canvases(self.fas, g['x'], g['m'], g['b'])
+    else:
+      fine = self._fine(self.fas, sharding.to_global(
+          {'x': fas_input[rows]}, self.mesh)['x'])
+    out[rows] = sharding.to_local(fine)
+    return out
+
+  def _blank_map(self, shape: tuple[int, int]) -> np.ndarray:
+    """The FAS map [H, W, 1] of a blank input (no seed: nothing kept)."""
+    if shape not in self._blank:
+      zeros = np.zeros((self.mesh.devices.size,) + shape + (3,), np.float32)
+      with jax.set_mesh(self.mesh):
+        self._blank[shape] = sharding.to_local(self._fine(
+            self.fas, sharding.to_global({'x': zeros}, self.mesh)['x']))[0]
+    return self._blank[shape]
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
     """Maps and scores of images [N, H, W, 3] in [0, 1] (this process's rows).

@@ -1,22 +1,27 @@
 """The one whole-image path: how an image of any size becomes maps and scores.
 
-Evaluation, thresholds, the predictor (`run_images`) and the exporter
-(`program`) all go through here, so the resize modes and the scores are
-decided once:
+Evaluation, thresholds and the predictor (`run_images`) go through here, and
+the exporter through its serialisable twin (`tasad_jax.inference.programs`),
+so the resize modes and the scores are decided once:
 
 * 'squash': images resized to S x S run through the two-stage program as
   they are.
 * 'pad' and 'tile': each image, at its working resolution
-  (`tiling.Geometry.working_size`), is put on its canvas and cut into the
-  tiles of its plan (`tasad_jax.core.tiling`); the tile maps are blended into
-  whole-image maps of the image's own size. On the host (`ImageRunner`),
-  tiles of consecutive images stream through the jitted program in batches of
-  a fixed size (the last one filled with blank tiles), so memory holds one
-  batch of tiles and the canvases of the images it touches; in an exported
-  program the geometry of one image size is static and the tiles run in
-  chunks (`lax.map`).
+  (`tiling.Geometry.working_size`), runs through each network once on a
+  canvas (`tiling.Geometry.whole`: the 'pad' square, or a 'tile' image's
+  shape bucket up to `config.data.whole_image_pixels`, when the coarse
+  method's maps do not depend on the input's extent), the scores and the
+  fine stage's input seeing only the image's box (`two_stage.in_boxes`).
+  Larger 'tile' images are cut into the tiles of their plan
+  (`tasad_jax.core.tiling`), whose maps are blended into whole-image maps.
+  On the host (`ImageRunner`), canvases of one shape run in batches of a
+  fixed size, and tiles of consecutive images stream through the jitted
+  program in batches of a fixed size (the last one filled with blank
+  tiles), so memory holds one batch and the canvases of the images it
+  touches; in an exported program the geometry of one image size is static
+  and the tiles run in chunks (`lax.map`).
 
-Image scores of pad and tile images are taken on the whole stitched map with
+Image scores of tiled images are taken on the whole stitched map with
 the coarse method's own `image_score` when it reads the map alone (TASAD,
 DeSTSeg, AnoSeg, CAVGA with `score='map'`); a method whose score needs more
 than the map (CAVGA's reconstruction error) gets the highest score of its
@@ -26,16 +31,15 @@ tiles. Which map each output's score reads is `score_sources`: with
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from tasad_jax.core import names, tiling
+from tasad_jax.core import names, scoring, tiling
 from tasad_jax.data import imageio
-from tasad_jax.fine import fas
 from tasad_jax.inference import two_stage
 
 
@@ -48,19 +52,28 @@ class ImageRunner:
     score_fn: a whole map [H, W] -> its image score, or None to score an
       image by the highest score of its tiles.
     geometry: the resize mode ('pad' or 'tile') and its settings.
-    batch_size: tiles per call of `tile_fn`.
+    batch_size: tiles per call of `tile_fn`; a batch of whole images holds
+      about as many pixels.
     score_maps: {'<m>_score': map key} where a score is taken from another
       whole map than '<m>_map' (`score_sources`).
     outputs: the outputs m to return (default: all that `tile_fn` gives);
       only their maps and those their scores read are stitched, one
       float32 canvas each: a predictor needs one output of a large image.
+    canvas_fn: canvases [B, H, W, 3] (uint8) and boxes [B, 4] -> like
+      `tile_fn`, maps of the canvases and scores of the boxes; images that
+      `geometry.whole` puts on a canvas go through it, the others by tiles.
+      None: every image by tiles.
+    multiple: what the canvas sides of `canvas_fn` must be a multiple of.
+    row_multiple: what its batches' rows are best a multiple of (devices).
   """
 
   def __init__(self, tile_fn: Callable[[np.ndarray], dict],
                score_fn: Callable[[np.ndarray], float] | None,
                geometry: tiling.Geometry, batch_size: int,
                score_maps: dict[str, str] | None = None,
-               outputs: Sequence[str] | None = None):
+               outputs: Sequence[str] | None = None,
+               canvas_fn: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+               multiple: int = 1, row_multiple: int = 1):
     if geometry.mode not in ('pad', 'tile'):
       raise ValueError(f'ImageRunner is for pad and tile, not {geometry.mode!r}')
     self.tile_fn, self.score_fn = tile_fn, score_fn
@@ -68,6 +81,8 @@ class ImageRunner:
     # '<m>_score' -> the whole map it is taken from, when not '<m>_map'.
     self.score_maps = dict(score_maps or {})
     self.outputs = None if outputs is None else tuple(outputs)
+    self.canvas_fn, self.multiple = canvas_fn, int(multiple)
+    self.row_multiple = int(row_multiple)
 
   def _kept(self, out: dict) -> tuple[list[str], list[str]]:
     """(map keys to stitch, score keys to keep) of a `tile_fn` result."""
@@ -81,56 +96,90 @@ class ImageRunner:
   def of(cls, runner: two_stage.TwoStage, geometry: tiling.Geometry,
          batch_size: int, outputs: Sequence[str] | None = None
          ) -> 'ImageRunner':
-    """The runner of trained stages (`two_stage.TwoStage`)."""
+    """The runner of trained stages (`two_stage.TwoStage`): whole images
+    where `geometry.whole` and the coarse method allow (`canvas_geometry`)."""
     score_fn = None
-    if runner.coarse.scores_from_map():
+    reduction = runner.coarse.score_reduction()
+    if reduction is not None:  # By bands: a line-scan map is hundreds of MB.
+      score_fn = functools.partial(scoring.banded, reduction)
+    elif runner.coarse.scores_from_map():
       score = jax.jit(functools.partial(map_scores, runner.coarse))
       score_fn = lambda m: float(score(m[None])[0])
-    return cls(lambda x: runner.run(x, batch_size), score_fn, geometry,
-               batch_size, score_sources(runner.fine), outputs)
+    return cls(lambda x: runner.run(x, batch_size), score_fn,
+               canvas_geometry(geometry, runner.coarse), batch_size,
+               score_sources(runner.fine), outputs, runner.run_canvases,
+               runner.coarse.input_multiple, runner.mesh.devices.size)
 
-  def _tiles(self, images: Iterable[np.ndarray]):
-    """(image index, plan, tile index, tile [S, S, 3] float32) in order."""
-    for i, image in enumerate(images):
-      plan = self.geometry.plan(*image.shape[:2])
-      board = tiling.canvas(np.asarray(image), plan)
-      for t, (y, x) in enumerate(plan.tiles):
-        tile = board[y:y + plan.size, x:x + plan.size]
-        yield i, plan, t, (tile / np.float32(255.0) if tile.dtype == np.uint8
-                           else tile)
+  def _canvas(self, image: np.ndarray):
+    """(canvas shape, box) of an image run whole, or None for tiles."""
+    if self.canvas_fn is None:
+      return None
+    return self.geometry.whole(*image.shape[:2], self.multiple)
+
+  def _canvas_rows(self, shape: tuple[int, int]) -> int:
+    """Canvases per call: about the pixels of a batch of tiles, a multiple
+    of `row_multiple`."""
+    s, m = self.geometry.size, self.row_multiple
+    rows = self.batch_size * s * s // (shape[0] * shape[1])
+    return max(m, rows // m * m)
 
   def iterate(self, images: Iterable[np.ndarray]
               ) -> Iterator[tuple[int, dict[str, np.ndarray | float]]]:
     """(index, {'<m>_map': [H, W] float32, '<m>_score': float}) of each image
     [H, W, 3] (uint8, or float in [0, 1]) at its working resolution, in order."""
-    s = self.geometry.size
-    batch = np.zeros((self.batch_size, s, s, 3), np.float32)
-    pending: list[tuple[int, int]] = []
-    open_: dict[int, tuple[tiling.Stitcher, dict[str, list]]] = {}
+    done: dict[int, dict] = {}
+    following = 0
+    for i, result in self._results(images):
+      done[i] = result
+      while following in done:
+        yield following, done.pop(following)
+        following += 1
 
-    def flush():
-      out = self.tile_fn(batch)
-      map_keys, score_keys = self._kept(out)
-      for j, (i, t) in enumerate(pending):
-        stitcher, scores = open_[i]
-        stitcher.add(t, {k: out[k][j] for k in map_keys})
-        for k in score_keys:
-          scores.setdefault(k, []).append(float(out[k][j]))
-      pending.clear()
-      batch[:] = 0
-      while open_ and open_[min(open_)][0].done:
-        i = min(open_)
-        yield i, self._finish(*open_.pop(i))
+  def _results(self, images: Iterable[np.ndarray]):
+    """(index, result) of each image, as they finish: canvases grouped by
+    shape (a batch runs when full, or when those waiting hold 8 batches'
+    pixels, or before an image by tiles), tiles streamed in batches."""
+    waiting: dict[tuple[int, int], list] = {}
+    tiles = _TileStream(self)
+    for i, image in enumerate(images):
+      whole = self._canvas(image)
+      if whole is None:
+        for shape in list(waiting):
+          yield from self._run_canvases(shape, waiting.pop(shape))
+        yield from tiles.add(i, image)
+        continue
+      shape, box = whole
+      waiting.setdefault(shape, []).append((i, image, box))
+      if len(waiting[shape]) == self._canvas_rows(shape):
+        yield from self._run_canvases(shape, waiting.pop(shape))
+      elif sum(len(v) * k[0] * k[1] for k, v in waiting.items()) > (
+          8 * self.batch_size * self.geometry.size ** 2):
+        for shape in list(waiting):
+          yield from self._run_canvases(shape, waiting.pop(shape))
+    yield from tiles.flush()
+    for shape in list(waiting):
+      yield from self._run_canvases(shape, waiting.pop(shape))
 
-    for i, plan, t, tile in self._tiles(images):
-      if i not in open_:
-        open_[i] = (tiling.Stitcher(plan, self.geometry.blend), {})
-      batch[len(pending)] = tile
-      pending.append((i, t))
-      if len(pending) == self.batch_size:
-        yield from flush()
-    if pending:
-      yield from flush()
+  def _run_canvases(self, shape: tuple[int, int], items: list):
+    """Runs images (index, image, box) on canvases of `shape`, in a batch of
+    the shape's fixed size (blank rows fill it: one program per shape)."""
+    rows = self._canvas_rows(shape)
+    batch = np.zeros((rows,) + shape + (3,), np.float32)
+    boxes = np.zeros((rows, 4), np.int32)
+    for j, (_, image, box) in enumerate(items):
+      batch[j] = tiling.pad_to(image, shape, box[0], box[1])
+      if image.dtype == np.uint8:
+        batch[j] /= 255.0
+      boxes[j] = box
+    out = self.canvas_fn(batch, boxes)
+    maps, scores = self._kept(out)
+    for j, (i, _, (top, left, h, w)) in enumerate(items):
+      result = {k: float(out[k][j]) for k in scores}
+      result.update({k: np.ascontiguousarray(
+          out[k][j, top:top + h, left:left + w]) for k in maps
+                     if self.outputs is None
+                     or k[:-len('_map')] in self.outputs})
+      yield i, result
 
   def _finish(self, stitcher: tiling.Stitcher, tile_scores: dict
               ) -> dict[str, np.ndarray | float]:
@@ -172,6 +221,57 @@ class ImageRunner:
     return result
 
 
+class _TileStream:
+  """Tiles of consecutive images streamed through `tile_fn` in batches of a
+  fixed size (the last one filled with blank tiles), stitched per image."""
+
+  def __init__(self, runner: ImageRunner):
+    self.runner = runner
+    s = runner.geometry.size
+    self.batch = np.zeros((runner.batch_size, s, s, 3), np.float32)
+    self.pending: list[tuple[int, int]] = []
+    self.open: dict[int, tuple[tiling.Stitcher, dict[str, list]]] = {}
+
+  def add(self, i: int, image: np.ndarray):
+    """Queues image `i`'s tiles; yields (index, result) of finished images."""
+    r = self.runner
+    plan = r.geometry.plan(*image.shape[:2])
+    board = tiling.canvas(np.asarray(image), plan)
+    self.open[i] = (tiling.Stitcher(plan, r.geometry.blend), {})
+    for t, (y, x) in enumerate(plan.tiles):
+      tile = board[y:y + plan.size, x:x + plan.size]
+      self.batch[len(self.pending)] = (tile / np.float32(255.0)
+                                       if tile.dtype == np.uint8 else tile)
+      self.pending.append((i, t))
+      if len(self.pending) == r.batch_size:
+        yield from self.flush()
+
+  def flush(self):
+    """Runs the queued tiles; yields (index, result) of finished images."""
+    if not self.pending:
+      return
+    r = self.runner
+    out = r.tile_fn(self.batch)
+    map_keys, score_keys = r._kept(out)  # pylint: disable=protected-access
+    for j, (i, t) in enumerate(self.pending):
+      stitcher, scores = self.open[i]
+      stitcher.add(t, {k: out[k][j] for k in map_keys})
+      for k in score_keys:
+        scores.setdefault(k, []).append(float(out[k][j]))
+    self.pending.clear()
+    self.batch[:] = 0
+    for i in [i for i, (st, _) in self.open.items() if st.done]:
+      yield i, r._finish(*self.open.pop(i))  # pylint: disable=protected-access
+
+
+def canvas_geometry(geometry: tiling.Geometry, coarse) -> tiling.Geometry:
+  """`geometry`, with whole-image 'tile' inference off for a coarse method
+  whose maps depend on the input's extent (`CoarseMethod.whole_image`)."""
+  if geometry.mode == 'tile' and not coarse.whole_image():
+    return dataclasses.replace(geometry, whole_pixels=0)
+  return geometry
+
+
 def score_sources(fine_stage) -> dict[str, str]:
   """{'<output>_score': the whole map it is taken from}: its own map, but the
   coarse map for the two-stage score with `config.model.fine_score='coarse'`."""
@@ -192,89 +292,6 @@ def to_working(images: Sequence[np.ndarray], geometry: tiling.Geometry
   """uint8 RGB images [H, W, 3] resized to their working resolution."""
   return [imageio.resize_image(x, geometry.working_size(*x.shape[:2]))
           for x in images]
-
-
-def square_program(runner: two_stage.TwoStage) -> Callable:
-  """images [B, S, S, 3] -> {'<output>_map': [B, S, S], '<output>_score': [B]}
-  of every output, with the trained variables fixed: the program that
-  `export` serialises. The FAS input is always made on device here (the host
-  path cannot be serialised); with the same superpixels it equals the host
-  one."""
-  if runner.fas is None:
-    def outputs(images):
-      return two_stage.coarse_only(runner.coarse, runner.cas, images)
-  else:
-    fine_input = fas.FineInput(runner.coarse, runner.refine_params, True)
-
-    def outputs(images):
-      return two_stage.two_stage(runner.fine, fine_input, runner.cas,
-                                 runner.fas, images)
-
-  def run(images):
-    return {k: v[..., 0] if k.endswith('_map') else v
-            for k, v in outputs(images).items() if k != 'fas_input'}
-  return run
-
-
-def program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
-            height: int, width: int, chunk: int) -> Callable:
-  """images [B, H, W, 3] in [0, 1] -> (maps [B, H, W], scores [B]) of the
-  final output, jit-able and serialisable, for one image size.
-
-  'squash' takes S x S images. 'pad' and 'tile' resize to the working size
-  with `jax.image.resize` (antialiased linear: close to, not bit-equal with,
-  the predictor's PIL resize; no resize when the working size is H x W, as
-  for 'tile' at scale 1), pad the canvas with its edge pixels, run the plan's
-  tiles `chunk` at a time per image, blend them with the window of
-  `ImageRunner` and score as it does.
-  """
-  square = square_program(runner)
-  final = runner.method
-  if geometry.mode == 'squash':
-    def run_square(images):
-      out = square(images)
-      return out[f'{final}_map'], out[f'{final}_score']
-    return run_square
-  wh, ww = geometry.working_size(height, width)
-  plan = geometry.plan(wh, ww)
-  s, count = plan.size, len(plan.tiles)
-  chunk = max(1, min(chunk, count))
-  n = -(-count // chunk)
-  window = jnp.asarray(tiling.window(s, geometry.blend))
-  norm = jnp.asarray(tiling.weights(plan, geometry.blend))
-  source = score_sources(runner.fine)[f'{final}_score']
-
-  def run(images):
-    b = images.shape[0]
-    if (wh, ww) != (height, width):
-      images = jax.image.resize(images, (b, wh, ww, 3), 'linear', antialias=True)
-    board = jnp.pad(images, ((0, 0), (plan.top, plan.canvas[0] - wh - plan.top),
-                             (plan.left, plan.canvas[1] - ww - plan.left),
-                             (0, 0)), mode='edge')
-    tiles = jnp.stack([board[:, y:y + s, x:x + s] for y, x in plan.tiles], 1)
-    tiles = jnp.pad(tiles, ((0, 0), (0, n * chunk - count)) + ((0, 0),) * 3)
-    chunks = jnp.swapaxes(tiles.reshape(b, n, chunk, s, s, 3), 0, 1)
-    out = jax.lax.map(lambda x: square(x.reshape(b * chunk, s, s, 3)), chunks)
-    # Per image and tile [B, T, ...], in the plan's order.
-    out = {k: jnp.swapaxes(v.reshape((n, b, chunk) + v.shape[2:]), 0, 1)
-           .reshape((b, n * chunk) + v.shape[2:])[:, :count]
-           for k, v in out.items()}
-    whole = {}
-    for key in {f'{final}_map', source}:
-      total = jnp.zeros((b,) + plan.canvas, jnp.float32)
-      for t, (y, x) in enumerate(plan.tiles):
-        total = total.at[:, y:y + s, x:x + s].add(out[key][:, t] * window)
-      whole[key] = (total / norm)[:, plan.top:plan.top + wh,
-                                  plan.left:plan.left + ww]
-    score = (map_scores(runner.coarse, whole[source])
-             if runner.coarse.scores_from_map()
-             else out[f'{final}_score'].max(axis=1))
-    maps = whole[f'{final}_map']
-    if (wh, ww) != (height, width):
-      maps = jax.image.resize(maps, (b, height, width), 'linear',
-                              antialias=True)
-    return maps, score
-  return run
 
 
 def run_images(runner: two_stage.TwoStage, geometry: tiling.Geometry,

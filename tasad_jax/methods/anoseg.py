@@ -215,11 +215,21 @@ class AnoSeg(base.CoarseMethod):
     logits, _ = self._generate(network_variables(variables, 'gen'), images)
     return jax.nn.sigmoid(logits)
 
-  def image_score(self, maps: jax.Array, outputs=None) -> jax.Array:
+  def image_score(self, maps: jax.Array, outputs=None, valid=None
+                  ) -> jax.Array:
     del outputs
     if self.settings.score == 'top_k':
-      return scoring.top_k_mean(maps, self.settings.top_k)
-    return scoring.max_of_mean_filter(maps, self.score_window)
+      return scoring.top_k_mean(maps, self.settings.top_k, valid)
+    return scoring.max_of_mean_filter(maps, self.score_window, valid)
+
+  def score_reduction(self):
+    if self.settings.score == 'top_k':
+      return scoring.top_k_reduction(self.settings.top_k)
+    return scoring.mean_filter_reduction(self.score_window)
+
+  def whole_image(self) -> bool:
+    """Not with coordinate channels: they span the network's input."""
+    return not self.settings.coord_channels
 
   def inference_variables(self, state: TrainState) -> dict:
     """The generator only (the discriminator is for training)."""

@@ -43,6 +43,9 @@ class CoarseMethod(stage.Stage):
   # (`data.pseudo_anomalies.register_kind`), imported only by the stream.
   pseudo_anomaly_kinds: dict[str, str] = {}
   anomaly_defaults: dict = {}  # Those kinds' settings, fields of config.anomaly.
+  # Image sides a whole-image input must be a multiple of (the networks'
+  # total downsampling; `whole_image` pads to it).
+  input_multiple: int = 32
 
   @property
   def settings(self):
@@ -68,17 +71,35 @@ class CoarseMethod(stage.Stage):
     """
     return {'map': self.anomaly_map(variables, images)}
 
-  def image_score(self, maps: jax.Array, outputs: dict[str, jax.Array]
-                  ) -> jax.Array:
-    """Image scores [N] of maps [N, S, S, 1] (the coarse maps, or coarse + fine
-    maps), given this method's `outputs` of the same images."""
+  def image_score(self, maps: jax.Array, outputs: dict[str, jax.Array],
+                  valid: jax.Array | None = None) -> jax.Array:
+    """Image scores [N] of maps [N, H, W, 1] (the coarse maps, or coarse +
+    fine maps), given this method's `outputs` of the same images; `valid`
+    [N, H, W] marks the image's pixels on a padded canvas (`core.scoring`)."""
     del outputs
-    return scoring.max_of_mean_filter(maps, self.score_window)
+    return scoring.max_of_mean_filter(maps, self.score_window, valid)
 
   def scores_from_map(self) -> bool:
     """Whether `image_score` reads the map alone (no other `outputs`): then
     a padded or tiled image is scored on its whole stitched map, otherwise by
     the highest score of its tiles (`tasad_jax.inference.whole_image`)."""
+    return True
+
+  def score_reduction(self) -> scoring.Reduction | None:
+    """`image_score` of a map alone as a reduction over row bands, so that
+    a map too large for one program is scored band by band; None when the
+    score needs more than the map (`scores_from_map`), or when a method
+    overrides `image_score` and not this (its maps are then scored whole)."""
+    if type(self).image_score is not CoarseMethod.image_score:
+      return None
+    return scoring.mean_filter_reduction(self.score_window)
+
+  def whole_image(self) -> bool:
+    """Whether the maps of an image of any size, run through the networks
+    once, match those of its S x S tiles up to the networks' border effects:
+    fully convolutional networks with no image-wide operation (no
+    coordinates, no normalisation over the map). Then a 'tile' model
+    infers whole images (`tasad_jax.inference.whole_image`)."""
     return True
 
   @classmethod

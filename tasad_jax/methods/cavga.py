@@ -291,14 +291,22 @@ class Cavga(base.CoarseMethod):
   def anomaly_map(self, variables, images: jax.Array) -> jax.Array:
     return self.outputs(variables, images)['map']
 
-  def image_score(self, maps: jax.Array, outputs: dict[str, jax.Array]
-                  ) -> jax.Array:
+  def image_score(self, maps: jax.Array, outputs: dict[str, jax.Array],
+                  valid=None) -> jax.Array:
     if self.settings.score == 'map':
-      return scoring.max_of_mean_filter(maps, self.score_window)
+      return scoring.max_of_mean_filter(maps, self.score_window, valid)
     return outputs['recon_error']
 
   def scores_from_map(self) -> bool:
     return self.settings.score == 'map'
+
+  def score_reduction(self):
+    return (scoring.mean_filter_reduction(self.score_window)
+            if self.scores_from_map() else None)
+
+  def whole_image(self) -> bool:
+    """No: the attention map is normalised over the whole input."""
+    return False
 
   # Training.
 

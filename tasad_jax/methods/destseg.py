@@ -197,9 +197,13 @@ class DeSTSeg(base.CoarseMethod):
     logits = self._segment(teacher, student, v['segnet'], train=False)
     return _resize(jax.nn.sigmoid(logits), images.shape[1], images.shape[2])
 
-  def image_score(self, maps: jax.Array, outputs=None) -> jax.Array:
+  def image_score(self, maps: jax.Array, outputs=None, valid=None
+                  ) -> jax.Array:
     del outputs
-    return scoring.top_k_mean(maps, self.settings.top_k)
+    return scoring.top_k_mean(maps, self.settings.top_k, valid)
+
+  def score_reduction(self):
+    return scoring.top_k_reduction(self.settings.top_k)
 
   # Training.
 

@@ -22,13 +22,14 @@ import ml_collections
 import numpy as np
 
 from tasad_jax.config import saved, schema
-from tasad_jax.core import names, sharding, stage as stage_lib
+from tasad_jax.core import names, sharding, stage as stage_lib, tiling
 from tasad_jax.data import holdout, splits, weak_labels
 from tasad_jax.fine import stages
-from tasad_jax.inference import thresholds
+from tasad_jax.inference import thresholds, two_stage, whole_image
 from tasad_jax.runtime import checkpointing, distributed, preemption
 from tasad_jax.runtime.checkpointing import checkpoint_dir
 from tasad_jax.runtime.errors import Preempted, TrainingFault, UserInputError
+
 
 def restore_stage(config, workdir: str, name: str, mesh, step: int | None = None):
   """The train state of stage `name` in `workdir` (the latest, or `step`),
@@ -94,12 +95,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
 def calibrate(config, workdir: str, images: np.ndarray, mesh) -> dict:
   """Scores normal images with the trained stages; writes thresholds.json.
 
-  'pad' and 'tile' score whole images (`tiled_inference`), the pixel
-  threshold from their maps at the evaluation resolution.
+  'pad' and 'tile' score whole images (`whole_image.run_images`), the
+  pixel threshold from their maps at the evaluation resolution.
   """
-  from tasad_jax.inference import (two_stage,  # pylint: disable=g-import-not-at-top
-                                   whole_image)
-  from tasad_jax.core import tiling
   runner = two_stage.TwoStage.from_workdir(config, workdir, mesh)
   out = whole_image.run_images(runner, tiling.Geometry.from_config(config),
                                    images, config.eval.batch_size)

@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.scale = 1.0  # 'tile': images rescaled by this before tiling (1.0 = native pixels).
   config.data.tile_stride = 0  # 'tile': pixels between test tiles (0 = image_size // 2).
   config.data.tile_blend = 'hann'  # 'tile': overlap blending, 'hann' (smooth window) or 'mean' (uniform).
+  config.data.whole_image_pixels = 4_194_304  # 'tile', inference: images whose canvas has at most this many pixels run through each network once (fully convolutional methods); larger ones, or all with 0, by tiles.
+  config.data.bucket = 64  # Whole-image inference: canvas sides rounded up to a multiple of this, one compiled program per canvas size.
   config.data.loader = 'folder'  # 'folder' reads files; 'tfds' uses the mvtec_ad builder.
   config.data.tfds_data_dir = ''  # TFDS data_dir for loader='tfds' ('' = TFDS default).
   config.data.load_threads = 0  # Decoding threads (0 = one per CPU).

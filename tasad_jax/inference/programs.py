@@ -1,0 +1,139 @@
+"""Serialisable programs of the whole-image path, for export.
+
+`program` is `whole_image.ImageRunner`'s path as one jit-able function of
+one image size: the same canvases, boxes and scores, or the same tiles and
+blending, with the trained variables fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from tasad_jax.core import tiling
+from tasad_jax.fine import fas
+from tasad_jax.inference import two_stage
+from tasad_jax.inference.whole_image import (canvas_geometry, map_scores,
+                                             score_sources)
+
+
+def square_program(runner: two_stage.TwoStage) -> Callable:
+  """images [B, S, S, 3] -> {'<output>_map': [B, S, S], '<output>_score': [B]}
+  of every output, with the trained variables fixed: the program that
+  `export` serialises. The FAS input is always made on device here (the host
+  path cannot be serialised); with the same superpixels it equals the host
+  one."""
+  if runner.fas is None:
+    def outputs(images):
+      return two_stage.coarse_only(runner.coarse, runner.cas, images)
+  else:
+    fine_input = fas.FineInput(runner.coarse, runner.refine_params, True)
+
+    def outputs(images):
+      return two_stage.two_stage(runner.fine, fine_input, runner.cas,
+                                 runner.fas, images)
+
+  def run(images):
+    return {k: v[..., 0] if k.endswith('_map') else v
+            for k, v in outputs(images).items() if k != 'fas_input'}
+  return run
+
+
+def program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
+            height: int, width: int, chunk: int) -> Callable:
+  """images [B, H, W, 3] in [0, 1] -> (maps [B, H, W], scores [B]) of the
+  final output, jit-able and serialisable, for one image size.
+
+  'squash' takes S x S images. 'pad' and 'tile' resize to the working size
+  with `jax.image.resize` (antialiased linear: close to, not bit-equal with,
+  the predictor's PIL resize; no resize when the working size is H x W, as
+  for 'tile' at scale 1) and run the image as `ImageRunner` does: on its
+  canvas through each network once (`tiling.Geometry.whole`), or as the
+  plan's tiles, `chunk` at a time per image, blended with its window.
+  """
+  final = runner.method
+  if geometry.mode == 'squash':
+    square = square_program(runner)
+
+    def run_square(images):
+      out = square(images)
+      return out[f'{final}_map'], out[f'{final}_score']
+    return run_square
+  wh, ww = geometry.working_size(height, width)
+  whole = canvas_geometry(geometry, runner.coarse).whole(
+      wh, ww, runner.coarse.input_multiple)
+  core = (_canvas_program(runner, *whole) if whole is not None
+          else _tile_program(runner, geometry, wh, ww, chunk))
+
+  def run(images):
+    b = images.shape[0]
+    if (wh, ww) != (height, width):
+      images = jax.image.resize(images, (b, wh, ww, 3), 'linear', antialias=True)
+    maps, score = core(images)
+    if (wh, ww) != (height, width):
+      maps = jax.image.resize(maps, (b, height, width), 'linear',
+                              antialias=True)
+    return maps, score
+  return run
+
+
+def _canvas_program(runner: two_stage.TwoStage, shape: tuple[int, int],
+                    box: tuple[int, int, int, int]) -> Callable:
+  """Working-size images -> (maps, scores) through each network once, on
+  the canvas of `shape` at `box` (`two_stage.in_boxes`)."""
+  top, left, h, w = box
+  fine_input = (None if runner.fas is None else
+                fas.FineInput(runner.coarse, runner.refine_params, True))
+  final = runner.method
+
+  def run(images):
+    board = jnp.pad(images, ((0, 0), (top, shape[0] - h - top),
+                             (left, shape[1] - w - left), (0, 0)), mode='edge')
+    boxes = jnp.broadcast_to(jnp.asarray(box, jnp.int32), (images.shape[0], 4))
+    out = two_stage.in_boxes(runner.fine, fine_input, runner.cas, runner.fas,
+                             board, boxes)
+    return (out[f'{final}_map'][:, top:top + h, left:left + w, 0],
+            out[f'{final}_score'])
+  return run
+
+
+def _tile_program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
+                  wh: int, ww: int, chunk: int) -> Callable:
+  """Working-size images -> (maps, scores) by the plan's tiles."""
+  square = square_program(runner)
+  final = runner.method
+  plan = geometry.plan(wh, ww)
+  s, count = plan.size, len(plan.tiles)
+  chunk = max(1, min(chunk, count))
+  n = -(-count // chunk)
+  window = jnp.asarray(tiling.window(s, geometry.blend))
+  norm = jnp.asarray(tiling.weights(plan, geometry.blend))
+  source = score_sources(runner.fine)[f'{final}_score']
+
+  def run(images):
+    b = images.shape[0]
+    board = jnp.pad(images, ((0, 0), (plan.top, plan.canvas[0] - wh - plan.top),
+                             (plan.left, plan.canvas[1] - ww - plan.left),
+                             (0, 0)), mode='edge')
+    tiles = jnp.stack([board[:, y:y + s, x:x + s] for y, x in plan.tiles], 1)
+    tiles = jnp.pad(tiles, ((0, 0), (0, n * chunk - count)) + ((0, 0),) * 3)
+    chunks = jnp.swapaxes(tiles.reshape(b, n, chunk, s, s, 3), 0, 1)
+    out = jax.lax.map(lambda x: square(x.reshape(b * chunk, s, s, 3)), chunks)
+    # Per image and tile [B, T, ...], in the plan's order.
+    out = {k: jnp.swapaxes(v.reshape((n, b, chunk) + v.shape[2:]), 0, 1)
+           .reshape((b, n * chunk) + v.shape[2:])[:, :count]
+           for k, v in out.items()}
+    whole = {}
+    for key in {f'{final}_map', source}:
+      total = jnp.zeros((b,) + plan.canvas, jnp.float32)
+      for t, (y, x) in enumerate(plan.tiles):
+        total = total.at[:, y:y + s, x:x + s].add(out[key][:, t] * window)
+      whole[key] = (total / norm)[:, plan.top:plan.top + wh,
+                                  plan.left:plan.left + ww]
+    score = (map_scores(runner.coarse, whole[source])
+             if runner.coarse.scores_from_map()
+             else out[f'{final}_score'].max(axis=1))
+    return whole[f'{final}_map'], score
+  return run
