@@ -28,8 +28,8 @@ TINY_ARGS = {
     'tiling.py': ['--height', '200', '--width', '120', '--tile', '32',
                   '--batches', '2', '8'],
     'predict_memory.py': ['--sizes', '90x70', '--workdir', '{workdir}'],
-    'line_speed.py': ['--images', '3', '--size', '40x50', '--workdir',
-                      '{workdir}'],
+    'line_speed.py': ['--images', '3', '--size', '40x50', '--jitter', '0.3',
+                      '--workdir', '{workdir}'],
 }
 HELPERS = {'torch_reference.py', 'workdirs.py'}  # Imported by the benches, not run.
 # Run with TensorFlow, tfds and clu made unimportable: the accelerator image

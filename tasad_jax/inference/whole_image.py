@@ -52,8 +52,7 @@ class ImageRunner:
     score_fn: a whole map [H, W] -> its image score, or None to score an
       image by the highest score of its tiles.
     geometry: the resize mode ('pad' or 'tile') and its settings.
-    batch_size: tiles per call of `tile_fn`; a batch of whole images holds
-      about as many pixels.
+    batch_size: tiles per call of `tile_fn`.
     score_maps: {'<m>_score': map key} where a score is taken from another
       whole map than '<m>_map' (`score_sources`).
     outputs: the outputs m to return (default: all that `tile_fn` gives);
@@ -64,7 +63,10 @@ class ImageRunner:
       `geometry.whole` puts on a canvas go through it, the others by tiles.
       None: every image by tiles.
     multiple: what the canvas sides of `canvas_fn` must be a multiple of.
-    row_multiple: what its batches' rows are best a multiple of (devices).
+    row_multiple: canvases per call of `canvas_fn` (one per device): a
+      canvas is large enough to keep a device busy, and images of many
+      sizes rarely fill a larger batch of one size (its blank rows would
+      cost as much as images).
   """
 
   def __init__(self, tile_fn: Callable[[np.ndarray], dict],
@@ -116,12 +118,6 @@ class ImageRunner:
       return None
     return self.geometry.whole(*image.shape[:2], self.multiple)
 
-  def _canvas_rows(self, shape: tuple[int, int]) -> int:
-    """Canvases per call: about the pixels of a batch of tiles, a multiple
-    of `row_multiple`."""
-    s, m = self.geometry.size, self.row_multiple
-    rows = self.batch_size * s * s // (shape[0] * shape[1])
-    return max(m, rows // m * m)
 
   def iterate(self, images: Iterable[np.ndarray]
               ) -> Iterator[tuple[int, dict[str, np.ndarray | float]]]:
@@ -150,7 +146,7 @@ class ImageRunner:
         continue
       shape, box = whole
       waiting.setdefault(shape, []).append((i, image, box))
-      if len(waiting[shape]) == self._canvas_rows(shape):
+      if len(waiting[shape]) == self.row_multiple:
         yield from self._run_canvases(shape, waiting.pop(shape))
       elif sum(len(v) * k[0] * k[1] for k, v in waiting.items()) > (
           8 * self.batch_size * self.geometry.size ** 2):
@@ -163,7 +159,7 @@ class ImageRunner:
   def _run_canvases(self, shape: tuple[int, int], items: list):
     """Runs images (index, image, box) on canvases of `shape`, in a batch of
     the shape's fixed size (blank rows fill it: one program per shape)."""
-    rows = self._canvas_rows(shape)
+    rows = self.row_multiple
     batch = np.zeros((rows,) + shape + (3,), np.float32)
     boxes = np.zeros((rows, 4), np.int32)
     for j, (_, image, box) in enumerate(items):
