@@ -64,6 +64,17 @@ def test_a_refused_new_run_makes_no_workdir(tmp_path):
   assert not (tmp_path / 'new').exists()
 
 
+def test_the_local_launcher_refuses_more_processes_than_the_machine_holds(
+    tmp_path):
+  """A mistyped process count is refused before one process starts (each
+  holds a JAX runtime: a trillion of them filled the machine's memory)."""
+  workdir = tmp_path / 'new' / 'run'
+  assert_refused(run_script('train.py', f'--workdir={workdir}',
+                            '--config.distributed.num_processes=1000000000000'),
+                 'config.distributed.num_processes')
+  assert not (tmp_path / 'new').exists()
+
+
 def _leaves(config, prefix=''):
   for key, value in config.items():
     if hasattr(value, 'items'):

@@ -30,6 +30,14 @@ LOOPBACK = '127.0.0.1'
 ROWS_LOG_ENV = 'TASAD_JAX_LOG_ROWS'  # Test hook: a folder for per-process rows.
 
 
+LOCAL_PROCESSES_PER_CPU = 4  # Each process holds its own JAX runtime.
+
+
+def max_local_processes() -> int:
+  """The most processes the local launcher starts on this machine."""
+  return LOCAL_PROCESSES_PER_CPU * (os.cpu_count() or 1)
+
+
 def wants_launcher(config) -> bool:
   """Whether this command should run as `num_processes` local processes."""
   d = config.distributed
@@ -48,6 +56,12 @@ def check_config(config) -> None:
   d = config.distributed
   if int(d.num_processes) < 1:
     raise UserInputError('config.distributed.num_processes: must be >= 1')
+  if wants_launcher(config) and int(d.num_processes) > max_local_processes():
+    raise UserInputError(
+        f'config.distributed.num_processes: {d.num_processes} processes on '
+        f'this machine; the local launcher starts at most '
+        f'{max_local_processes()} ({LOCAL_PROCESSES_PER_CPU} per CPU). For a '
+        'job over several hosts, set config.distributed.enabled=True on each')
   if int(d.local_device_count) < 0:
     raise UserInputError('config.distributed.local_device_count: must be >= 0')
   for name in ('heartbeat_timeout_s', 'initialization_timeout_s',
