@@ -193,7 +193,7 @@ class TwoStage:
                ) -> dict[str, np.ndarray]:
     """`run_canvases` of this process's rows (images in [0, 1])."""
     n = len(images)
-    pad = (-n) % (self.mesh.devices.size // jax.process_count())
+    pad = (-n) % self._local_devices
     if pad:
       images = np.concatenate([images, np.zeros((pad,) + images.shape[1:],
                                                 images.dtype)])
@@ -243,10 +243,16 @@ class TwoStage:
     out[rows] = sharding.to_local(fine)
     return out
 
+  @property
+  def _local_devices(self) -> int:
+    """Devices of this process: its rows of a batch come in multiples of it."""
+    return self.mesh.devices.size // jax.process_count()
+
   def _blank_map(self, shape: tuple[int, int]) -> np.ndarray:
     """The FAS map [H, W, 1] of a blank input (no seed: nothing kept)."""
     if shape not in self._blank:
-      zeros = np.zeros((self.mesh.devices.size,) + shape + (3,), np.float32)
+      # This process's rows: one per local device (all processes call it).
+      zeros = np.zeros((self._local_devices,) + shape + (3,), np.float32)
       with jax.set_mesh(self.mesh):
         self._blank[shape] = sharding.to_local(self._fine(
             self.fas, sharding.to_global({'x': zeros}, self.mesh)['x']))[0]
