@@ -27,6 +27,7 @@ os.environ['XLA_FLAGS'] = ' '.join(
     f for f in (os.environ.get('XLA_FLAGS', ''), XLA_TEST_FLAGS) if f)
 
 import fcntl  # pylint: disable=g-import-not-at-top
+import json
 import shutil
 import subprocess
 import time
@@ -216,6 +217,22 @@ def write_easy_tree(root, category='plain', size=32, seed=0):
     save(disk * 255, 'ground_truth', 'hole', f'{i:03d}_mask.png')
     positive += disk.sum()
   return positive / (8 * size * size)
+
+
+def copy_in_mode(trained, workdir, mode, whole_image_pixels=None, **model):
+  """A copy of the `trained` workdir (without its eval) whose saved config
+  infers in resize `mode`, with these `whole_image_pixels` (None: as saved)
+  and config.model fields: the same weights in another mode."""
+  shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns('eval'))
+  with open(os.path.join(workdir, 'config.json')) as f:
+    saved = json.load(f)
+  saved['data']['resize'] = mode
+  if whole_image_pixels is not None:
+    saved['data']['whole_image_pixels'] = whole_image_pixels
+  saved['model'].update(model)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(saved, f)
+  return workdir
 
 
 def exported_stablehlo(model, tmp_path):

@@ -19,7 +19,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # pylint: disable=g-import-not-at-top
 
-from tasad_jax.config.presets import tiny  # pylint: disable=g-import-not-at-top
+from method_settings import small_config  # pylint: disable=g-import-not-at-top
 from tasad_jax.data import pipeline
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage
@@ -47,13 +47,12 @@ def _curve(config, data, mesh, num):
 def curves(steps: int, coarse: list[str]) -> dict:
   """{'devices', 'curves': {method: {'losses', 'metrics'}}} on this process's
   devices."""
-  config = tiny.get_config()
-  config.train.cas_steps = steps
   mesh = sharding.make_mesh()
-  data = pipeline.load_train_data(config, 'cas')
+  data = pipeline.load_train_data(small_config('tasad_cas'), 'cas')
   out = {}
-  for name in coarse:
-    config.coarse.name = name
+  for name in coarse:  # Each at its test size, on the tiny config's images.
+    config = small_config(name)
+    config.train.cas_steps = steps
     out[name] = _curve(config, data, mesh, steps)
   return {'devices': jax.device_count(), 'curves': out}
 

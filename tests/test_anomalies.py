@@ -42,6 +42,66 @@ def test_augment_source_stays_in_range_and_changes_colours():
   assert np.mean([np.abs(o - src.numpy()).mean() > 0.01 for o in outs]) > 0.9
 
 
+def _pil(image, fn, *args):
+  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
+  return np.asarray(getattr(ImageOps, fn)(Image.fromarray(image), *args))
+
+
+def test_draem_colour_ops_match_pil():
+  """equalize, posterize and solarize as PIL's (imgaug's pillike ops)."""
+  rng = np.random.default_rng(0)
+  image = (rng.beta(2, 5, (24, 20, 3)) * 255).astype(np.uint8)
+  image[..., 2] = 77  # A flat channel stays as it is.
+  x = tf.constant(image / 255.0, tf.float32)
+  ops = pseudo_anomalies.COLOUR_OPS
+  got = np.round(ops['equalize'](x, _seed(0), P).numpy() * 255)
+  np.testing.assert_array_equal(got, _pil(image, 'equalize'))
+  posterized = {bits: _pil(image, 'posterize', bits) for bits in range(1, 9)}
+  seen = set()
+  for i in range(30):
+    got = np.round(ops['posterize'](x, _seed(i), P).numpy() * 255)
+    bits = [b for b, want in posterized.items() if np.array_equal(got, want)]
+    assert bits, i
+    seen.add(bits[0])
+  assert len(seen) >= 6  # 1 to 8 bits kept.
+  solarized = 0
+  for i in range(30):
+    got = np.round(ops['solarize'](x, _seed(i), P).numpy() * 255)
+    if not np.array_equal(got, image):
+      solarized += 1  # Some threshold in [32, 128] of PIL's solarize.
+      assert any(np.array_equal(got, _pil(image, 'solarize', t))
+                 for t in range(32, 130)), i
+  assert 5 < solarized < 25  # Half the time.
+
+
+def test_draem_colour_ops_keep_what_they_should():
+  src = tf.random.stateless_uniform([32, 32, 3], [1, 2])
+  ops = pseudo_anomalies.COLOUR_OPS
+  np.testing.assert_allclose(ops['invert'](src, _seed(0), P), 1 - src.numpy())
+  # Hue and saturation move; the value (max of RGB) does not.
+  shifted = ops['hue_saturation'](src, _seed(1), P).numpy()
+  np.testing.assert_allclose(shifted.max(-1), src.numpy().max(-1), atol=1e-5)
+  assert np.abs(shifted - src.numpy()).mean() > 0.01
+  turned = ops['rotate'](src, _seed(2), P).numpy()
+  np.testing.assert_allclose(turned[15:17, 15:17], src.numpy()[15:17, 15:17],
+                             atol=0.2)
+  assert np.abs(turned - src.numpy()).mean() > 0.05
+
+
+def test_draem_colour_ops_in_the_stream_and_checked():
+  params = pseudo_anomalies.AnomalyParams(
+      colour_ops=pseudo_anomalies.DRAEM_COLOUR_OPS)
+  src = tf.random.stateless_uniform([32, 32, 3], [1, 2])
+  outs = [pseudo_anomalies.augment_source(src, _seed(i), params).numpy()
+          for i in range(20)]
+  assert all(o.min() >= 0.0 and o.max() <= 1.0 for o in outs)
+  assert np.mean([np.abs(o - src.numpy()).mean() > 0.01 for o in outs]) > 0.9
+  with pytest.raises(ValueError, match='config.anomaly.colour_ops'):
+    pseudo_anomalies.AnomalyParams(colour_ops=('gamma', 'sepia'))
+  with pytest.raises(ValueError, match='config.anomaly.num_augmentations'):
+    pseudo_anomalies.AnomalyParams(num_augmentations=4, colour_ops=('gamma',))
+
+
 def test_perlin_blend_and_beta_range():
   image = tf.random.stateless_uniform([64, 64, 3], [3, 4])
   source = tf.random.stateless_uniform([64, 64, 3], [5, 6])

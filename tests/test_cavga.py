@@ -11,9 +11,9 @@ import numpy as np
 
 from conftest import run_script
 import method_runs
+import method_settings
 from method_runs import method_run
 from tasad_jax.config.presets import tiny
-from tasad_jax.runtime import checkpointing
 from tasad_jax.evaluation import evaluate
 from tasad_jax.data import weak_labels
 from tasad_jax import methods
@@ -21,7 +21,7 @@ from tasad_jax.inference import predictor
 from tasad_jax.core import sharding, stage, train_state
 from tasad_jax.methods import cavga
 
-SMALL = method_runs.SMALL['cavga']
+SMALL = method_settings.SMALL['cavga']
 SMALL_FLAGS = [f'--config.coarse.cavga.{k}={v}' for k, v in SMALL.items()]
 
 
@@ -138,19 +138,7 @@ def test_sampled_latent_differs_between_steps_and_survives_a_resume(tmp_path):
                 mesh)
   assert at0 == at0_again and at0 != at7
 
-  straight, _ = _run(program_at, put(fresh), batch, 4, mesh)
-  half, _ = _run(program_at, put(fresh), batch, 2, mesh)
-  ckpt = checkpointing.Checkpointer(str(tmp_path / 'cas'))
-  ckpt.save(2, half)
-  ckpt.wait()
-  resumed_method = methods.get(_config())
-  restored = ckpt.restore(resumed_method.create_state(mesh))
-  ckpt.close()
-  resumed, _ = _run(stage.compile_phases(resumed_method, restored, mesh),
-                    restored, batch, 2, mesh)
-  for a, b in zip(jax.tree_util.tree_leaves(host(straight)),
-                  jax.tree_util.tree_leaves(host(resumed))):
-    np.testing.assert_array_equal(a, b)
+  method_runs.assert_resume_is_exact(config, _batch(), tmp_path)
 
 
 def test_cavga_with_fas_end_to_end(tmp_path):

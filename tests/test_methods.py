@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import train_steps
-import method_runs
+import method_settings
 from method_runs import method_run
 from tasad_jax.config.presets import tiny
 from tasad_jax.evaluation import evaluate
@@ -21,7 +21,7 @@ from tasad_jax.runtime.errors import UserInputError
 
 
 def _destseg_config(**destseg):
-  config = method_runs.small_config('destseg')
+  config = method_settings.small_config('destseg')
   for k, v in destseg.items():
     config.coarse.destseg[k] = v
   return config
@@ -29,8 +29,8 @@ def _destseg_config(**destseg):
 
 def test_unknown_coarse_method_names_the_field():
   config = tiny.get_config()
-  config.coarse.name = 'draem'
-  with pytest.raises(UserInputError, match=r"config.coarse.name: unknown .*'draem'"):
+  config.coarse.name = 'patchcore'
+  with pytest.raises(UserInputError, match=r"config.coarse.name: unknown .*'patchcore'"):
     methods.get(config)
 
 

@@ -47,6 +47,8 @@ def trained_copy(tiny_workdir, tmp_path):
     (['--config.model.width=8'], 'config.model.width: 8, but'),
     (['--config.anomaly.source=/no/such/textures'], '/no/such/textures'),
     (['--config.train.checkpoint_every=0'], 'config.train.checkpoint_every'),
+    (['--config.refine.n_segments=-1'], 'config.refine.n_segments'),
+    (["--config.anomaly.colour_ops=('gamma','sepia')"], 'config.anomaly.colour_ops'),
 ])
 def test_a_refused_rerun_leaves_the_trained_workdir_as_it_was(
     trained_copy, args, expected):

@@ -3,7 +3,6 @@ and a tiny tile run through train, evaluate, predict and export."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import REPO, run_script, write_tree
+from conftest import REPO, copy_in_mode, run_script, write_tree
 from tasad_jax.config import schema
 from tasad_jax.core import metrics, tiling
 from tasad_jax.inference import whole_image
@@ -238,16 +237,8 @@ def test_every_mode_predicts_and_exports_the_live_maps(tile_workdir, tmp_path,
   for mode, (h, w), whole in (('squash', (S, S), 0), ('tile', (40, 52), 4096),
                              ('tile', (40, 52), 0), ('pad', (S, 20), 0)):
     # 'tile' whole (one canvas of 64 x 64) and by tiles (whole_image_pixels=0).
-    workdir = str(tmp_path / f'{mode}{whole}')
-    shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns('eval'))
-    with open(os.path.join(workdir, 'config.json')) as f:
-      saved = json.load(f)
-    saved['data']['resize'] = mode
-    saved['data']['whole_image_pixels'] = whole
-    saved['model']['fine_score'] = fine_score
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(saved, f)
-    model = tasad_jax.load(workdir)
+    model = tasad_jax.load(copy_in_mode(trained, str(tmp_path / f'{mode}{whole}'),
+                                        mode, whole, fine_score=fine_score))
     images = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
     live = model.predict(list(images) + [np.full((70, 45), 128, np.uint8)])
     assert [m.shape for m in live['anomaly_maps']] == [(h, w)] * 2 + [(70, 45)]
@@ -274,13 +265,7 @@ def test_tile_and_pad_predict_folders_and_refuse_a_missing_size(tile_workdir,
   _, trained = tile_workdir
   rng = np.random.default_rng(0)
   for mode in ('tile', 'pad'):
-    workdir = str(tmp_path / mode)
-    shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns('eval'))
-    with open(os.path.join(workdir, 'config.json')) as f:
-      saved = json.load(f)
-    saved['data']['resize'] = mode
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(saved, f)
+    workdir = copy_in_mode(trained, str(tmp_path / mode), mode)
   result = run_script(  # Export needs the image size: one line, status 2.
       'export.py', f'--workdir={workdir}', f'--output={tmp_path / "x.stablehlo"}',
       config=None)

@@ -3,15 +3,13 @@ skipped where the coarse map has no seed."""
 
 import dataclasses
 import functools
-import json
-import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import copy_in_mode
 from tasad_jax.core import scoring, tiling
 from tasad_jax.fine import fas, selection
 from tasad_jax.inference import two_stage, whole_image
@@ -120,13 +118,7 @@ def tile_model(tiny_workdir, tmp_path_factory):
   """The tiny workdir switched to 'tile', loaded."""
   import tasad_jax  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp('whole') / 'run')
-  shutil.copytree(tiny_workdir, workdir, ignore=shutil.ignore_patterns('eval'))
-  with open(os.path.join(workdir, 'config.json')) as f:
-    saved = json.load(f)
-  saved['data']['resize'] = 'tile'
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(saved, f)
-  return tasad_jax.load(workdir)
+  return tasad_jax.load(copy_in_mode(tiny_workdir, workdir, 'tile'))
 
 
 @pytest.mark.parametrize('on_device', [True, False])

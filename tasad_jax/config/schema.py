@@ -61,8 +61,6 @@ def anomaly(config) -> None:
   """config.anomaly: the pseudo-anomaly kinds and their ranges. Imports the
   tf.data stream (the kinds are TensorFlow ops), so training only."""
   a = config.anomaly
-  _need(0 <= a.num_augmentations <= 4, 'anomaly.num_augmentations',
-        'must be in 0..4')
   _need(0.0 <= a.normal_probability <= 1.0, 'anomaly.normal_probability',
         'must be in [0, 1]')
   _need(len(a.saim_n_segments) and all(int(n) >= 1 for n in a.saim_n_segments),

@@ -1,7 +1,8 @@
 """Pseudo-anomalies (SAIM and Perlin) as TensorFlow graph ops for `tf.data`.
 
 Every training sample is left normal with probability `normal_probability`;
-otherwise an anomaly source is colour-augmented (3 of 4 ops in random order)
+otherwise an anomaly source is colour-augmented (`num_augmentations` of the
+`colour_ops`, distinct, in random order: 3 of TASAD's 4, or of DRAEM's 10)
 and pasted with one method drawn uniformly from `methods`:
 
 * SAIM, superpixel anomaly insertion (TASAD): the source, rotated by 0, 90 or
@@ -46,16 +47,23 @@ KINDS: dict[str, Callable] = {}
 # fn(params) raising ValueError naming a bad one.
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {}
 KIND_CHECKS: dict[str, Callable] = {}
+# A kind's preparation of the normal image, fn(image, seed, params) -> image:
+# applied to every sample of a stream that draws from the kind, normal ones
+# too, before the anomaly (DRAEM rotates some normal images).
+KIND_PREPARES: dict[str, Callable] = {}
 
 
 def register_kind(name: str, defaults: dict[str, Any] | None = None,
-                  check: Callable | None = None
+                  check: Callable | None = None,
+                  prepare: Callable | None = None
                   ) -> Callable[[Callable], Callable]:
   """Decorator: adds a pseudo-anomaly kind under `name`, with the defaults
-  of its own settings and their check."""
+  of its own settings, their check and its preparation of the image."""
   def add(fn: Callable) -> Callable:
     KINDS[name] = fn
     KIND_DEFAULTS[name] = dict(defaults or {})
+    if prepare is not None:
+      KIND_PREPARES[name] = prepare
     if check is not None:
       KIND_CHECKS[name] = check
     return fn
@@ -68,6 +76,8 @@ class AnomalyParams:
   methods: tuple[str, ...] = ('saim', 'perlin')
   normal_probability: float = 0.5
   num_augmentations: int = 3
+  colour_ops: tuple[str, ...] = ('gamma', 'brightness', 'sharpness',
+                                 'autocontrast')
   gamma_range: tuple[float, float] = (0.5, 2.0)
   brightness_multiply: tuple[float, float] = (0.8, 1.2)
   brightness_add: tuple[float, float] = (-30.0, 30.0)
@@ -88,6 +98,13 @@ class AnomalyParams:
     if unknown or not self.methods:
       raise ValueError(f'config.anomaly.methods: {tuple(self.methods)} must be '
                        f'a non-empty subset of {tuple(sorted(KINDS))}')
+    if (not set(self.colour_ops) <= set(COLOUR_OPS)
+        or len(set(self.colour_ops)) != len(self.colour_ops)):
+      raise ValueError(f'config.anomaly.colour_ops: {tuple(self.colour_ops)} '
+                       f'must be distinct names of {tuple(COLOUR_OPS)}')
+    if not 0 <= self.num_augmentations <= len(self.colour_ops):
+      raise ValueError('config.anomaly.num_augmentations: must be in '
+                       f'0..{len(self.colour_ops)} (the colour_ops given)')
     if set(self.coarse_methods) - set(KINDS):
       raise ValueError(f'config.anomaly.coarse_methods: '
                        f'{tuple(self.coarse_methods)} must be a subset of '
@@ -155,18 +172,82 @@ def _autocontrast(x, seed, p):
   return tf.where(hi > lo, (x - lo) / tf.maximum(hi - lo, 1e-6), x)
 
 
-_AUGMENTATIONS = (_gamma, _brightness, _sharpness, _autocontrast)
+def _hue_saturation(x, seed, p):
+  """imgaug's AddToHueAndSaturation((-50, 50), per_channel=True): hue and
+  saturation each shifted by its own value in [-50, 50] of 255."""
+  del p
+  shift = uniform(seed, -50.0, 50.0, shape=[2]) / 255.0
+  hsv = tf.image.rgb_to_hsv(x)
+  hue = tf.math.floormod(hsv[..., 0] + shift[0], 1.0)
+  saturation = tf.clip_by_value(hsv[..., 1] + shift[1], 0.0, 1.0)
+  return tf.image.hsv_to_rgb(tf.stack([hue, saturation, hsv[..., 2]], -1))
+
+
+def _solarize(x, seed, p):
+  """imgaug's Solarize(0.5, threshold=(32, 128)): half the time, values
+  above a threshold in [32, 128] of 255 inverted."""
+  del p
+  s = tf.random.experimental.stateless_split(seed, 2)
+  solarized = tf.where(x >= uniform(s[1], 32.0, 128.0) / 255.0, 1.0 - x, x)
+  return tf.where(uniform(s[0], 0.0, 1.0) < 0.5, solarized, x)
+
+
+def _posterize(x, seed, p):
+  """imgaug's Posterize(): 1 to 8 bits kept of each 8-bit value."""
+  del p
+  step = tf.cast(tf.bitwise.left_shift(1, 8 - tf.cast(randint(seed, 8) + 1,
+                                                      tf.int32)), tf.float32)
+  return tf.floor(tf.round(x * 255.0) / step) * step / 255.0
+
+
+def _invert(x, seed, p):
+  del seed, p
+  return 1.0 - x
+
+
+def _equalize(x, seed, p):
+  """PIL's ImageOps.equalize, per channel on 8-bit values."""
+  del seed, p
+  values = tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.int32)
+
+  def channel(v):
+    hist = tf.math.bincount(tf.reshape(v, [-1]), minlength=256, maxlength=256)
+    last = tf.gather(hist, tf.reduce_max(tf.where(hist > 0)[:, 0]))
+    step = (tf.reduce_sum(hist) - last) // 255
+    lut = (tf.cumsum(hist, exclusive=True) + step // 2) // tf.maximum(step, 1)
+    lut = tf.minimum(lut, 255)
+    return tf.where(step > 0, tf.gather(lut, v), v)
+
+  out = tf.stack([channel(values[..., c]) for c in range(3)], axis=-1)
+  return tf.cast(out, tf.float32) / 255.0
+
+
+def _rotate45(x, seed, p):
+  """imgaug's Affine(rotate=(-45, 45)) (zeros outside)."""
+  del p
+  return rotate(x, uniform(seed, -math.pi / 4, math.pi / 4))
+
+
+# The colour ops a source may get, by name (`config.anomaly.colour_ops`);
+# the first four are TASAD's, all ten DRAEM's (imgaug's).
+COLOUR_OPS = {'gamma': _gamma, 'brightness': _brightness,
+              'sharpness': _sharpness, 'autocontrast': _autocontrast,
+              'hue_saturation': _hue_saturation, 'solarize': _solarize,
+              'posterize': _posterize, 'invert': _invert,
+              'equalize': _equalize, 'rotate': _rotate45}
+DRAEM_COLOUR_OPS = tuple(COLOUR_OPS)
 
 
 def augment_source(source: tf.Tensor, seed: tf.Tensor,
                    params: AnomalyParams) -> tf.Tensor:
-  """Applies `num_augmentations` of the 4 colour ops, in random order."""
-  seeds = tf.random.experimental.stateless_split(seed, 1 + len(_AUGMENTATIONS))
-  order = tf.argsort(uniform(seeds[0], 0.0, 1.0, shape=[len(_AUGMENTATIONS)]))
+  """Applies `num_augmentations` of `colour_ops`, distinct, in random order."""
+  ops = [COLOUR_OPS[name] for name in params.colour_ops]
+  seeds = tf.random.experimental.stateless_split(seed, 1 + len(ops))
+  order = tf.argsort(uniform(seeds[0], 0.0, 1.0, shape=[len(ops)]))
   x = source
   for k in range(params.num_augmentations):
     branches = [(lambda f=f, s=seeds[1 + i], x=x: f(x, s, params))
-                for i, f in enumerate(_AUGMENTATIONS)]
+                for i, f in enumerate(ops)]
     x = tf.clip_by_value(tf.switch_case(tf.cast(order[k], tf.int32), branches),
                          0.0, 1.0)
   return x
@@ -268,6 +349,22 @@ def perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
   return out, mask, beta
 
 
+def rotate(x: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
+  """x [H, W, C] rotated by `angle` radians about its centre (bilinear,
+  zeros outside)."""
+  height, width = x.shape[0], x.shape[1]
+  cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+  c, s = tf.cos(angle), tf.sin(angle)
+  # Output (x, y) reads input (c (x - cx) - s (y - cy) + cx, s (x - cx) + c (y - cy) + cy).
+  transform = tf.stack([c, -s, cx - c * cx + s * cy,
+                        s, c, cy - s * cx - c * cy, 0.0, 0.0])[None]
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=x[None], transforms=transform,
+      output_shape=tf.constant([height, width], tf.int32),
+      fill_value=tf.constant(0.0), interpolation='BILINEAR',
+      fill_mode='CONSTANT')[0]
+
+
 # ---- One training sample --------------------------------------------------
 
 
@@ -288,6 +385,9 @@ def synthesize(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
     {'image', 'augmented': float32 [H, W, 3], 'mask': float32 [H, W, 1],
      'label': int32 scalar (1 iff the mask has a pixel)}.
   """
+  for i, name in enumerate(sorted(set(params.methods) & set(KIND_PREPARES))):
+    image = KIND_PREPARES[name](
+        image, tf.random.experimental.stateless_fold_in(seed, 1000 + i), params)
   s = tf.random.experimental.stateless_split(seed, 5)
   anomalous = uniform(s[0], 0.0, 1.0) >= params.normal_probability
 

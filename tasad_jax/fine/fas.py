@@ -42,6 +42,25 @@ def refine_params(config, training: bool) -> selection.RefineParams:
       n_segments=r.n_segments, compactness=r.compactness, sigma=r.sigma)
 
 
+def check_refine(r) -> None:
+  """Raises UserInputError naming the first bad field of config.refine."""
+  bad = None
+  if not isinstance(r.n_segments, int) or r.n_segments < 1:
+    bad = ('n_segments', 'must be an integer >= 1')
+  elif not r.compactness > 0:
+    bad = ('compactness', 'must be > 0')
+  elif not r.sigma >= 0:
+    bad = ('sigma', 'must be >= 0')
+  for phase in ('train', 'test'):
+    if bad is None and not 0 < r[f'{phase}_histogram_fraction'] <= 1:
+      bad = (f'{phase}_histogram_fraction', 'must be in (0, 1]')
+    if bad is None and not 0 <= r[f'{phase}_seed_threshold'] <= 255:
+      bad = (f'{phase}_seed_threshold', 'must be in 0..255')
+  if bad:
+    raise UserInputError(f'config.refine.{bad[0]}: {bad[1]}, got '
+                         f'{r[bad[0]]!r}')
+
+
 class FineInput:
   """Coarse stage -> fine-stage input, on device or on the host."""
 
@@ -142,6 +161,7 @@ class FineStage(stage.Stage):
 
   def check_config(self) -> None:
     segmenter_stage.check_segmenter_config(self.config)
+    check_refine(self.config.refine)
 
   def create_state(self, mesh) -> TrainState:
     return segmenter_stage.segmenter_state(self.config, self.init_key(),

@@ -5,6 +5,8 @@
                denoising student, segmentation net on their feature distances
     cavga      CAVGA (Venkataramanan et al., ECCV 2020): convolutional
                adversarial VAE, Grad-CAM attention expansion; weak=True: CAVGA-Rw
+    draem      DRAEM (Zavrtanik et al., ICCV 2021): reconstructive net, then a
+               discriminative U-Net on [reconstruction, image]; Perlin anomalies
 
 TASAD's fine stage (`tasad_jax.fine.fas`), evaluation, predict and export work on
 any of them. A method is one module that subclasses `base.CoarseMethod` and

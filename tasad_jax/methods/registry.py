@@ -19,7 +19,8 @@ from tasad_jax.runtime.errors import UserInputError
 REGISTRY: dict[str, type] = {}
 # The package's own methods, imported (and so registered) on first use.
 BUNDLED = ('tasad_jax.methods.tasad_cas', 'tasad_jax.methods.destseg',
-           'tasad_jax.methods.anoseg', 'tasad_jax.methods.cavga')
+           'tasad_jax.methods.anoseg', 'tasad_jax.methods.cavga',
+           'tasad_jax.methods.draem')
 
 
 def load_bundled() -> None:

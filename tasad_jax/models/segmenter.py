@@ -138,10 +138,17 @@ class Segmenter(nn.Module):
       if i in (0, 3):
         x = upsample2x_align_corners(x)
       x = block(features)(x, train)
-    x = nn.Conv(self.out_channels, (3, 3), padding=1, dtype=self.dtype,
-                kernel_init=nn.initializers.normal(0.02),
-                bias_init=_conv_bias_init(9 * w))(x)
+    x = output_conv(self.out_channels, w, self.dtype)(x)
     return x.astype(jnp.float32)
+
+
+def output_conv(features: int, in_channels: int, dtype: Dtype,
+                name: str | None = None) -> nn.Conv:
+  """The last 3x3 conv of a network (no norm, no activation), with the
+  reference's initialisation; call it inside a compact module."""
+  return nn.Conv(features, (3, 3), padding=1, dtype=dtype, name=name,
+                 kernel_init=nn.initializers.normal(0.02),
+                 bias_init=_conv_bias_init(9 * in_channels))
 
 
 def forward_flops(width: int, height: int, image_width: int | None = None) -> int:

@@ -47,7 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.cas_add_train_images = False  # Coarse stage also pastes the category's images (ours).
   config.anomaly.methods = ('saim', 'perlin')  # Drawn uniformly per anomalous sample.
   config.anomaly.normal_probability = 0.5  # Share of samples left normal.
-  config.anomaly.num_augmentations = 3  # Colour ops applied to a source, of 4.
+  config.anomaly.num_augmentations = 3  # Colour ops applied to a source, of colour_ops.
+  config.anomaly.colour_ops = ('gamma', 'brightness', 'sharpness', 'autocontrast')  # TASAD's 4; DRAEM's 10 add hue_saturation, solarize, posterize, invert, equalize, rotate.
   config.anomaly.gamma_range = (0.5, 2.0)  # Per-channel gamma contrast.
   config.anomaly.brightness_multiply = (0.8, 1.2)  # Brightness factor.
   config.anomaly.brightness_add = (-30.0, 30.0)  # Brightness offset, on 0..255.
@@ -62,14 +63,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.anomaly.perlin_beta_range = (0.0, 0.8)  # Blend opacity 1 - beta.
   config.anomaly.coarse_methods = ()  # Kinds of the coarse stage's stream only (() = methods).
   for name, value in methods.anomaly_defaults().items():
-    # Settings of a method's own kinds (AnoSeg's anoseg_hard), with their
+    # Settings of a method's own kinds (anoseg_hard, draem_perlin), with their
     # one-line comments in the method's module (tasad_jax/methods/<name>.py).
     config.anomaly[name] = value
   config.anomaly.fas_source_fraction = 0.1  # Share of the sources the fine stage draws from.
   config.anomaly.fas_add_train_images = True  # Fine stage also pastes the category's images.
 
   config.coarse = ml_collections.ConfigDict()
-  config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas', 'destseg', 'anoseg' or 'cavga' (tasad_jax/methods).
+  config.coarse.name = 'tasad_cas'  # Coarse stage: 'tasad_cas', 'destseg', 'anoseg', 'cavga' or 'draem' (tasad_jax/methods).
   config.coarse.plugins = ()  # Modules to import that register more coarse methods.
   for name, defaults in methods.default_sections().items():
     # Each method's settings, config.coarse.<name>, with their defaults and
