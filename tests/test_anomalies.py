@@ -5,8 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tasad_jax.config import schema
-from tasad_jax.data import (pseudo_anomalies,
-                            pipeline)
+from tasad_jax.data import colour_ops, pipeline, pseudo_anomalies
 
 P = pseudo_anomalies.AnomalyParams()
 
@@ -36,7 +35,7 @@ def test_saim_pastes_ten_percent_of_whole_segments():
 
 def test_augment_source_stays_in_range_and_changes_colours():
   src = tf.random.stateless_uniform([32, 32, 3], [1, 2])
-  outs = [pseudo_anomalies.augment_source(src, _seed(i), P).numpy() for i in range(20)]
+  outs = [colour_ops.augment_source(src, _seed(i), P).numpy() for i in range(20)]
   for out in outs:
     assert out.min() >= 0.0 and out.max() <= 1.0
   assert np.mean([np.abs(o - src.numpy()).mean() > 0.01 for o in outs]) > 0.9
@@ -53,7 +52,7 @@ def test_draem_colour_ops_match_pil():
   image = (rng.beta(2, 5, (24, 20, 3)) * 255).astype(np.uint8)
   image[..., 2] = 77  # A flat channel stays as it is.
   x = tf.constant(image / 255.0, tf.float32)
-  ops = pseudo_anomalies.COLOUR_OPS
+  ops = colour_ops.COLOUR_OPS
   got = np.round(ops['equalize'](x, _seed(0), P).numpy() * 255)
   np.testing.assert_array_equal(got, _pil(image, 'equalize'))
   posterized = {bits: _pil(image, 'posterize', bits) for bits in range(1, 9)}
@@ -76,7 +75,7 @@ def test_draem_colour_ops_match_pil():
 
 def test_draem_colour_ops_keep_what_they_should():
   src = tf.random.stateless_uniform([32, 32, 3], [1, 2])
-  ops = pseudo_anomalies.COLOUR_OPS
+  ops = colour_ops.COLOUR_OPS
   np.testing.assert_allclose(ops['invert'](src, _seed(0), P), 1 - src.numpy())
   # Hue and saturation move; the value (max of RGB) does not.
   shifted = ops['hue_saturation'](src, _seed(1), P).numpy()
@@ -90,9 +89,9 @@ def test_draem_colour_ops_keep_what_they_should():
 
 def test_draem_colour_ops_in_the_stream_and_checked():
   params = pseudo_anomalies.AnomalyParams(
-      colour_ops=pseudo_anomalies.DRAEM_COLOUR_OPS)
+      colour_ops=colour_ops.DRAEM_COLOUR_OPS)
   src = tf.random.stateless_uniform([32, 32, 3], [1, 2])
-  outs = [pseudo_anomalies.augment_source(src, _seed(i), params).numpy()
+  outs = [colour_ops.augment_source(src, _seed(i), params).numpy()
           for i in range(20)]
   assert all(o.min() >= 0.0 and o.max() <= 1.0 for o in outs)
   assert np.mean([np.abs(o - src.numpy()).mean() > 0.01 for o in outs]) > 0.9

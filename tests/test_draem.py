@@ -16,7 +16,7 @@ from method_runs import assert_resume_is_exact, method_run
 from method_settings import small_config
 from tasad_jax import methods
 from tasad_jax.core import losses, metrics, sharding
-from tasad_jax.data import pipeline, pseudo_anomalies
+from tasad_jax.data import pipeline, pseudo_anomalies, sample_ops
 from tasad_jax.deploy import export
 from tasad_jax.methods import draem, draem_perlin
 from tasad_jax.runtime.tf_host import tf
@@ -97,9 +97,9 @@ def test_same_padded_ssim_is_the_reference_computation():
 
 def test_noise_rotation_turns_about_the_centre():
   x = np.arange(81, dtype=np.float32).reshape(9, 9, 1)
-  quarter = pseudo_anomalies.rotate(tf.constant(x), tf.constant(np.pi / 2)).numpy()
+  quarter = sample_ops.rotate(tf.constant(x), tf.constant(np.pi / 2)).numpy()
   np.testing.assert_allclose(quarter[..., 0], np.rot90(x[..., 0]), atol=1e-3)
-  same = pseudo_anomalies.rotate(tf.constant(x), tf.constant(0.0)).numpy()
+  same = sample_ops.rotate(tf.constant(x), tf.constant(0.0)).numpy()
   np.testing.assert_allclose(same, x, atol=1e-4)
 
 

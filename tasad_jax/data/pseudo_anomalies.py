@@ -34,7 +34,9 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from tasad_jax.data import kind_modules
+from tasad_jax.data import kind_modules, sample_ops
+from tasad_jax.data.colour_ops import (COLOUR_OPS, TASAD_COLOUR_OPS,
+                                       augment_source)
 from tasad_jax.runtime.tf_host import tf
 
 # Pseudo-anomaly kinds by name (`config.anomaly.methods`): each is
@@ -76,8 +78,7 @@ class AnomalyParams:
   methods: tuple[str, ...] = ('saim', 'perlin')
   normal_probability: float = 0.5
   num_augmentations: int = 3
-  colour_ops: tuple[str, ...] = ('gamma', 'brightness', 'sharpness',
-                                 'autocontrast')
+  colour_ops: tuple[str, ...] = TASAD_COLOUR_OPS
   gamma_range: tuple[float, float] = (0.5, 2.0)
   brightness_multiply: tuple[float, float] = (0.8, 1.2)
   brightness_add: tuple[float, float] = (-30.0, 30.0)
@@ -131,135 +132,13 @@ class AnomalyParams:
     return self
 
 
-def uniform(seed, lo, hi, shape=()):
-  """Floats uniform in [lo, hi), stateless."""
-  return tf.random.stateless_uniform(shape, seed, lo, hi, dtype=tf.float32)
-
-
-def randint(seed, n, shape=()):
-  """Integers uniform in [0, n), n a scalar tensor or int."""
-  return tf.random.stateless_uniform(shape, seed, 0, tf.cast(n, tf.int64),
-                                     dtype=tf.int64)
-
-
-# ---- Colour augmentation of the source ------------------------------------
-
-
-def _gamma(x, seed, p):
-  g = uniform(seed, *p.gamma_range, shape=[3])
-  return tf.pow(tf.maximum(x, 1e-6), g)
-
-
-def _brightness(x, seed, p):
-  s = tf.random.experimental.stateless_split(seed, 2)
-  return x * uniform(s[0], *p.brightness_multiply) + uniform(
-      s[1], *p.brightness_add) / 255.0
-
-
-def _sharpness(x, seed, p):
-  """PIL's ImageEnhance.Sharpness: blend with a 3x3 smoothed copy."""
-  kernel = tf.constant([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]]) / 13.0
-  kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
-  padded = tf.pad(x[None], [[0, 0], [1, 1], [1, 1], [0, 0]], mode='SYMMETRIC')
-  smooth = tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], 'VALID')[0]
-  return smooth + uniform(seed, *p.sharpness_range) * (x - smooth)
-
-
-def _autocontrast(x, seed, p):
-  del seed, p
-  lo = tf.reduce_min(x, axis=[0, 1], keepdims=True)
-  hi = tf.reduce_max(x, axis=[0, 1], keepdims=True)
-  return tf.where(hi > lo, (x - lo) / tf.maximum(hi - lo, 1e-6), x)
-
-
-def _hue_saturation(x, seed, p):
-  """imgaug's AddToHueAndSaturation((-50, 50), per_channel=True): hue and
-  saturation each shifted by its own value in [-50, 50] of 255."""
-  del p
-  shift = uniform(seed, -50.0, 50.0, shape=[2]) / 255.0
-  hsv = tf.image.rgb_to_hsv(x)
-  hue = tf.math.floormod(hsv[..., 0] + shift[0], 1.0)
-  saturation = tf.clip_by_value(hsv[..., 1] + shift[1], 0.0, 1.0)
-  return tf.image.hsv_to_rgb(tf.stack([hue, saturation, hsv[..., 2]], -1))
-
-
-def _solarize(x, seed, p):
-  """imgaug's Solarize(0.5, threshold=(32, 128)): half the time, values
-  above a threshold in [32, 128] of 255 inverted."""
-  del p
-  s = tf.random.experimental.stateless_split(seed, 2)
-  solarized = tf.where(x >= uniform(s[1], 32.0, 128.0) / 255.0, 1.0 - x, x)
-  return tf.where(uniform(s[0], 0.0, 1.0) < 0.5, solarized, x)
-
-
-def _posterize(x, seed, p):
-  """imgaug's Posterize(): 1 to 8 bits kept of each 8-bit value."""
-  del p
-  step = tf.cast(tf.bitwise.left_shift(1, 8 - tf.cast(randint(seed, 8) + 1,
-                                                      tf.int32)), tf.float32)
-  return tf.floor(tf.round(x * 255.0) / step) * step / 255.0
-
-
-def _invert(x, seed, p):
-  del seed, p
-  return 1.0 - x
-
-
-def _equalize(x, seed, p):
-  """PIL's ImageOps.equalize, per channel on 8-bit values."""
-  del seed, p
-  values = tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.int32)
-
-  def channel(v):
-    hist = tf.math.bincount(tf.reshape(v, [-1]), minlength=256, maxlength=256)
-    last = tf.gather(hist, tf.reduce_max(tf.where(hist > 0)[:, 0]))
-    step = (tf.reduce_sum(hist) - last) // 255
-    lut = (tf.cumsum(hist, exclusive=True) + step // 2) // tf.maximum(step, 1)
-    lut = tf.minimum(lut, 255)
-    return tf.where(step > 0, tf.gather(lut, v), v)
-
-  out = tf.stack([channel(values[..., c]) for c in range(3)], axis=-1)
-  return tf.cast(out, tf.float32) / 255.0
-
-
-def _rotate45(x, seed, p):
-  """imgaug's Affine(rotate=(-45, 45)) (zeros outside)."""
-  del p
-  return rotate(x, uniform(seed, -math.pi / 4, math.pi / 4))
-
-
-# The colour ops a source may get, by name (`config.anomaly.colour_ops`);
-# the first four are TASAD's, all ten DRAEM's (imgaug's).
-COLOUR_OPS = {'gamma': _gamma, 'brightness': _brightness,
-              'sharpness': _sharpness, 'autocontrast': _autocontrast,
-              'hue_saturation': _hue_saturation, 'solarize': _solarize,
-              'posterize': _posterize, 'invert': _invert,
-              'equalize': _equalize, 'rotate': _rotate45}
-DRAEM_COLOUR_OPS = tuple(COLOUR_OPS)
-
-
-def augment_source(source: tf.Tensor, seed: tf.Tensor,
-                   params: AnomalyParams) -> tf.Tensor:
-  """Applies `num_augmentations` of `colour_ops`, distinct, in random order."""
-  ops = [COLOUR_OPS[name] for name in params.colour_ops]
-  seeds = tf.random.experimental.stateless_split(seed, 1 + len(ops))
-  order = tf.argsort(uniform(seeds[0], 0.0, 1.0, shape=[len(ops)]))
-  x = source
-  for k in range(params.num_augmentations):
-    branches = [(lambda f=f, s=seeds[1 + i], x=x: f(x, s, params))
-                for i, f in enumerate(ops)]
-    x = tf.clip_by_value(tf.switch_case(tf.cast(order[k], tf.int32), branches),
-                         0.0, 1.0)
-  return x
-
-
 # ---- SAIM -----------------------------------------------------------------
 
 
 @register_kind('saim')
 def saim_kind(image, source, segments, num_segments, seeds, params):
   """SAIM at one of the source's segment counts, drawn with seeds[0]."""
-  k = randint(seeds[0], segments.shape[0])
+  k = sample_ops.randint(seeds[0], segments.shape[0])
   return saim(image, source, tf.gather(segments, k), tf.gather(num_segments, k),
               seeds[1], params)
 
@@ -282,14 +161,14 @@ def saim(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
   """
   s = tf.random.experimental.stateless_split(seed, 2)
   rotations = tf.constant([r // 90 for r in params.saim_rotations], tf.int32)
-  k = tf.gather(rotations, randint(s[0], len(params.saim_rotations)))
+  k = tf.gather(rotations, sample_ops.randint(s[0], len(params.saim_rotations)))
   source = tf.image.rot90(source, k)
   segments = tf.image.rot90(tf.cast(segments, tf.int32)[..., None], k)[..., 0]
   count = tf.cast(num_segments, tf.int32)
   num_chosen = tf.maximum(
       1, tf.cast(tf.floor(params.saim_fraction * tf.cast(count, tf.float32)),
                  tf.int32))
-  order = tf.argsort(uniform(s[1], 0.0, 1.0, shape=[count]))
+  order = tf.argsort(sample_ops.uniform(s[1], 0.0, 1.0, shape=[count]))
   chosen = order[:num_chosen] + 1
   table = tf.scatter_nd(chosen[:, None], tf.ones([num_chosen]), [count + 1])
   mask = tf.gather(table, segments)[..., None]
@@ -308,7 +187,7 @@ def perlin_noise(height: int, width: int, res_y: tf.Tensor, res_x: tf.Tensor,
   """2-D gradient (Perlin) noise with res_y x res_x lattice cells, [H, W]."""
   res_y = tf.cast(res_y, tf.int32)
   res_x = tf.cast(res_x, tf.int32)
-  angles = uniform(seed, 0.0, 2.0 * math.pi, shape=tf.stack([res_y + 1, res_x + 1]))
+  angles = sample_ops.uniform(seed, 0.0, 2.0 * math.pi, shape=tf.stack([res_y + 1, res_x + 1]))
   grads = tf.stack([tf.cos(angles), tf.sin(angles)], axis=-1)
   ys = tf.range(height, dtype=tf.float32) * tf.cast(res_y, tf.float32) / height
   xs = tf.range(width, dtype=tf.float32) * tf.cast(res_x, tf.float32) / width
@@ -338,31 +217,26 @@ def perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
            params: AnomalyParams) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """DRAEM's Perlin-masked blend; returns (augmented, mask [H, W, 1], beta)."""
   s = tf.random.experimental.stateless_split(seed, 4)
-  exps = randint(s[0], params.perlin_max_exponent + 1, shape=[2])
-  res = tf.bitwise.left_shift(tf.ones([2], tf.int64), exps)
-  height, width = image.shape[0], image.shape[1]
-  noise = perlin_noise(height, width, res[0], res[1], s[1])
-  threshold = uniform(s[2], *params.perlin_threshold_range)
+  noise = random_perlin_noise(image.shape[0], image.shape[1], s[:2], params)
+  threshold = sample_ops.uniform(s[2], *params.perlin_threshold_range)
   mask = tf.cast(noise > threshold, tf.float32)[..., None]
-  beta = uniform(s[3], *params.perlin_beta_range)
-  out = image * (1.0 - mask) + (1.0 - beta) * source * mask + beta * image * mask
-  return out, mask, beta
+  beta = sample_ops.uniform(s[3], *params.perlin_beta_range)
+  return blend(image, source, mask, beta), mask, beta
 
 
-def rotate(x: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
-  """x [H, W, C] rotated by `angle` radians about its centre (bilinear,
-  zeros outside)."""
-  height, width = x.shape[0], x.shape[1]
-  cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-  c, s = tf.cos(angle), tf.sin(angle)
-  # Output (x, y) reads input (c (x - cx) - s (y - cy) + cx, s (x - cx) + c (y - cy) + cy).
-  transform = tf.stack([c, -s, cx - c * cx + s * cy,
-                        s, c, cy - s * cx - c * cy, 0.0, 0.0])[None]
-  return tf.raw_ops.ImageProjectiveTransformV3(
-      images=x[None], transforms=transform,
-      output_shape=tf.constant([height, width], tf.int32),
-      fill_value=tf.constant(0.0), interpolation='BILINEAR',
-      fill_mode='CONSTANT')[0]
+def random_perlin_noise(height: int, width: int, seeds: tf.Tensor,
+                        params: AnomalyParams) -> tf.Tensor:
+  """Perlin noise [H, W] of 2^a x 2^b lattice cells, a and b uniform in
+  0..perlin_max_exponent (drawn with seeds[0]; the gradients with seeds[1])."""
+  exps = sample_ops.randint(seeds[0], params.perlin_max_exponent + 1, shape=[2])
+  res = tf.bitwise.left_shift(tf.ones([2], tf.int64), exps)
+  return perlin_noise(height, width, res[0], res[1], seeds[1])
+
+
+def blend(image: tf.Tensor, source: tf.Tensor, mask: tf.Tensor,
+          beta: tf.Tensor) -> tf.Tensor:
+  """The source inside the mask with opacity 1 - beta, the image elsewhere."""
+  return image * (1.0 - mask) + (1.0 - beta) * source * mask + beta * image * mask
 
 
 # ---- One training sample --------------------------------------------------
@@ -389,7 +263,7 @@ def synthesize(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
     image = KIND_PREPARES[name](
         image, tf.random.experimental.stateless_fold_in(seed, 1000 + i), params)
   s = tf.random.experimental.stateless_split(seed, 5)
-  anomalous = uniform(s[0], 0.0, 1.0) >= params.normal_probability
+  anomalous = sample_ops.uniform(s[0], 0.0, 1.0) >= params.normal_probability
 
   def make_anomaly():
     augmented_source = augment_source(source, s[1], params)
@@ -397,7 +271,7 @@ def synthesize(image: tf.Tensor, source: tf.Tensor, segments: tf.Tensor,
     branches = [lambda fn=KINDS[name]: fn(image, augmented_source, segments,
                                           num_segments, seeds, params)
                 for name in params.methods]
-    method = tf.cast(randint(s[2], len(branches)), tf.int32)
+    method = tf.cast(sample_ops.randint(s[2], len(branches)), tf.int32)
     return tf.switch_case(method, branches)
 
   def keep_normal():

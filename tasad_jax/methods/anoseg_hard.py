@@ -9,7 +9,7 @@ the first time a config asks for `anoseg_hard`.
 
 from __future__ import annotations
 
-from tasad_jax.data import pseudo_anomalies
+from tasad_jax.data import pseudo_anomalies, sample_ops
 from tasad_jax.methods import anoseg
 from tasad_jax.runtime.tf_host import tf
 
@@ -31,7 +31,7 @@ def _permute_quadrants(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """The four quadrants of x [H, W, C] (H, W even) in a random order."""
   h, w = x.shape[0] // 2, x.shape[1] // 2
   quads = tf.stack([x[:h, :w], x[:h, w:], x[h:, :w], x[h:, w:]])
-  q = tf.gather(quads, tf.argsort(pseudo_anomalies.uniform(seed, 0.0, 1.0, shape=[4])))
+  q = tf.gather(quads, tf.argsort(sample_ops.uniform(seed, 0.0, 1.0, shape=[4])))
   return tf.concat([tf.concat([q[0], q[1]], 1), tf.concat([q[2], q[3]], 1)], 0)
 
 
@@ -39,13 +39,13 @@ def _colour_jitter(x: tf.Tensor, seed: tf.Tensor,
                    params: pseudo_anomalies.AnomalyParams) -> tf.Tensor:
   """Strong brightness, contrast, saturation and hue jitter, clipped to [0, 1]."""
   s = tf.random.experimental.stateless_split(seed, 4)
-  x = x + pseudo_anomalies.uniform(s[0], -params.setting('anoseg_brightness'), params.setting('anoseg_brightness'))
+  x = x + sample_ops.uniform(s[0], -params.setting('anoseg_brightness'), params.setting('anoseg_brightness'))
   mean = tf.reduce_mean(x, axis=[0, 1, 2], keepdims=True)
-  x = (x - mean) * pseudo_anomalies.uniform(s[1], *params.setting('anoseg_contrast_range')) + mean
+  x = (x - mean) * sample_ops.uniform(s[1], *params.setting('anoseg_contrast_range')) + mean
   grey = tf.reduce_mean(x, axis=-1, keepdims=True)
-  x = (x - grey) * pseudo_anomalies.uniform(s[2], *params.setting('anoseg_saturation_range')) + grey
+  x = (x - grey) * sample_ops.uniform(s[2], *params.setting('anoseg_saturation_range')) + grey
   x = tf.clip_by_value(x, 0.0, 1.0)
-  return tf.image.adjust_hue(x, pseudo_anomalies.uniform(s[3], -params.setting('anoseg_hue'),
+  return tf.image.adjust_hue(x, sample_ops.uniform(s[3], -params.setting('anoseg_hue'),
                                          params.setting('anoseg_hue')))
 
 
@@ -71,18 +71,18 @@ def anoseg_hard(image: tf.Tensor, seed: tf.Tensor,
   height, width = image.shape[0], image.shape[1]
   rotations = tf.constant([r // 90 for r in params.setting('anoseg_rotations')], tf.int32)
   copy = tf.image.rot90(image, tf.gather(
-      rotations, pseudo_anomalies.randint(s[0], len(params.setting('anoseg_rotations')))))
+      rotations, sample_ops.randint(s[0], len(params.setting('anoseg_rotations')))))
   if height % 2 == 0 and width % 2 == 0:  # Odd sizes: no permutation.
     copy = tf.cond(
-        pseudo_anomalies.uniform(s[1], 0.0, 1.0) < params.setting('anoseg_permute_probability'),
+        sample_ops.uniform(s[1], 0.0, 1.0) < params.setting('anoseg_permute_probability'),
         lambda: _permute_quadrants(copy, s[2]), lambda: copy)
   copy = _colour_jitter(copy, s[3], params)
   lo, hi = params.setting('anoseg_size_range')
   sides = tf.stack([height, width])
-  size = tf.cast(tf.round(pseudo_anomalies.uniform(s[4], lo, hi, shape=[2]) * tf.cast(
+  size = tf.cast(tf.round(sample_ops.uniform(s[4], lo, hi, shape=[2]) * tf.cast(
       sides, tf.float32)), tf.int32)
   size = tf.clip_by_value(size, 1, sides)
-  start = tf.cast(tf.floor(pseudo_anomalies.uniform(s[5], 0.0, 1.0, shape=[2]) * tf.cast(
+  start = tf.cast(tf.floor(sample_ops.uniform(s[5], 0.0, 1.0, shape=[2]) * tf.cast(
       sides - size + 1, tf.float32)), tf.int32)
   start = tf.minimum(start, sides - size)
   ys, xs = tf.range(height)[:, None], tf.range(width)[None, :]

@@ -37,7 +37,7 @@ Checked against the reference code (VitjanZ/DRAEM):
 
 Ours: the texture's colour augmentation is, by default, the project's (3 of
 TASAD's 4 ops); DRAEM's 3 of imgaug's 10 is one flag away:
-`config.anomaly.colour_ops=pseudo_anomalies.DRAEM_COLOUR_OPS` (README).
+`config.anomaly.colour_ops=colour_ops.DRAEM_COLOUR_OPS` (README).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from tasad_jax.data import pseudo_anomalies
+from tasad_jax.data import pseudo_anomalies, sample_ops
 from tasad_jax.methods import draem
 from tasad_jax.runtime.tf_host import tf
 
@@ -45,11 +45,10 @@ def rotate_image(image: tf.Tensor, seed: tf.Tensor,
   the reference's loader does before the anomaly."""
   s = tf.random.experimental.stateless_split(seed, 2)
   limit = params.setting('draem_image_rotation') * math.pi / 180.0
-  angle = pseudo_anomalies.uniform(s[1], -limit, limit)
-  rotated = pseudo_anomalies.rotate(image, angle)
-  turn = (pseudo_anomalies.uniform(s[0], 0.0, 1.0)
+  angle = sample_ops.uniform(s[1], -limit, limit)
+  turn = (sample_ops.uniform(s[0], 0.0, 1.0)
           < params.setting('draem_image_rotation_probability'))
-  return tf.where(turn, rotated, image)
+  return tf.cond(turn, lambda: sample_ops.rotate(image, angle), lambda: image)
 
 
 def draem_perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
@@ -57,17 +56,14 @@ def draem_perlin(image: tf.Tensor, source: tf.Tensor, seed: tf.Tensor,
                  ) -> tuple[tf.Tensor, tf.Tensor]:
   """(augmented image, mask float32 [H, W, 1]) of one sample."""
   s = tf.random.experimental.stateless_split(seed, 4)
-  exps = pseudo_anomalies.randint(s[0], params.perlin_max_exponent + 1, shape=[2])
-  res = tf.bitwise.left_shift(tf.ones([2], tf.int64), exps)
-  height, width = image.shape[0], image.shape[1]
-  noise = pseudo_anomalies.perlin_noise(height, width, res[0], res[1], s[1])
+  noise = pseudo_anomalies.random_perlin_noise(image.shape[0], image.shape[1],
+                                               s[:2], params)
   limit = params.setting('draem_noise_rotation') * math.pi / 180.0
-  angle = pseudo_anomalies.uniform(s[2], -limit, limit)
-  noise = pseudo_anomalies.rotate(noise[..., None], angle)
+  angle = sample_ops.uniform(s[2], -limit, limit)
+  noise = sample_ops.rotate(noise[..., None], angle)
   mask = tf.cast(noise > params.setting('draem_threshold'), tf.float32)
-  beta = pseudo_anomalies.uniform(s[3], *params.perlin_beta_range)
-  out = image * (1.0 - mask) + (1.0 - beta) * source * mask + beta * image * mask
-  return out, mask
+  beta = sample_ops.uniform(s[3], *params.perlin_beta_range)
+  return pseudo_anomalies.blend(image, source, mask, beta), mask
 
 
 @pseudo_anomalies.register_kind(draem.PERLIN_KIND, draem.PERLIN_SETTINGS,
