@@ -20,6 +20,7 @@ import json
 import os
 import pkgutil
 import runpy
+import select
 import shutil
 import signal
 import socket
@@ -138,6 +139,11 @@ class Run:
       self.returncode = os.waitstatus_to_exitcode(int(line))
       self._conn.close()
     return self.returncode
+
+  def poll(self) -> int | None:
+    if self.returncode is None and not select.select([self._conn], [], [], 0)[0]:
+      return None
+    return self.wait()
 
   def send_signal(self, sig: int) -> None:
     if self.returncode is None:

@@ -28,6 +28,7 @@ LAYERS = (
     ('inference',),   # two-stage program, whole images, predictor, thresholds
     ('deploy', 'evaluation'),
     ('training',),
+    ('benchmark',),   # sweeps of train + evaluate cells, their table
     ('cli',),
 )
 RANK = {pkg: i for i, names in enumerate(LAYERS) for pkg in names}

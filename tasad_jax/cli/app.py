@@ -16,13 +16,15 @@ from tasad_jax.runtime import errors, launcher
 
 
 def config_argv(argv: list[str]) -> list[str]:
-  """`argv` with `--config` values resolved to files (`presets.resolve`)."""
+  """`argv` with `--config` and `--sweep` values resolved to files
+  (`presets.resolve`)."""
   out = list(argv)
   for i, arg in enumerate(out):
-    if arg.startswith('--config='):
-      out[i] = '--config=' + presets.resolve(arg[len('--config='):])
-    elif arg == '--config' and i + 1 < len(out):
-      out[i + 1] = presets.resolve(out[i + 1])
+    for flag, sweep in (('--config', False), ('--sweep', True)):
+      if arg.startswith(flag + '='):
+        out[i] = f'{flag}=' + presets.resolve(arg[len(flag) + 1:], sweep)
+      elif arg == flag and i + 1 < len(out):
+        out[i + 1] = presets.resolve(out[i + 1], sweep)
   return out
 
 

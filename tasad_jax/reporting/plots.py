@@ -149,3 +149,23 @@ def colorbar_png(scales: dict[str, tuple[float, float]],
     fig.colorbar(ScalarMappable(Normalize(*scale), cmap), cax=ax,
                  orientation='horizontal', label=f'{labels[m]} map value')
   return _png(fig)
+
+
+def grouped_bars_png(panels: list[tuple[str, list[str], dict[str, list[float]]]],
+                     ylabel: str) -> bytes:
+  """Side-by-side bar charts, one per (title, x labels, {series: values});
+  a missing value (NaN) draws no bar."""
+  fig = _figure(min(4.5 * len(panels), 18), 3.8)
+  axes = np.atleast_1d(fig.subplots(1, len(panels)))
+  for ax, (title, xs, series) in zip(axes, panels):
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(series.items()):
+      ax.bar(np.arange(len(xs)) + (i - (len(series) - 1) / 2) * width,
+             np.asarray(values, np.float64), width, label=label)
+    ax.axhline(0.0, color='black', lw=0.8)
+    ax.set_xticks(np.arange(len(xs)), xs, rotation=45 if len(xs) > 4 else 0,
+                  ha='right' if len(xs) > 4 else 'center')
+    ax.set(title=title, ylabel=ylabel)
+    ax.grid(axis='y', alpha=0.3)
+  axes[0].legend(fontsize=8)
+  return _png(fig)

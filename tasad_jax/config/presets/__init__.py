@@ -8,6 +8,8 @@
 
 The repository's `configs/<name>.py` are one-line aliases of these, so
 `--config=configs/demo.py` and `from configs import default` keep working.
+Benchmark sweeps (`--sweep=mvtec_methods`, `configs/sweeps/<name>.py`) live in
+`sweeps/` beside them.
 """
 
 from __future__ import annotations
@@ -15,22 +17,25 @@ from __future__ import annotations
 import os
 
 NAMES = ('default', 'demo', 'tiny', 'magnetic_tile', 'magnetic_tile_full')
+SWEEPS = ('mvtec_methods', 'demo_methods', 'magnetic_tile_methods')
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 
 
-def path(name: str) -> str | None:
-  """The file of installed config `name`, or None if there is none."""
+def path(name: str, sweep: bool = False) -> str | None:
+  """The file of installed config (or sweep) `name`, or None if there is none."""
+  if sweep:
+    return os.path.join(FOLDER, 'sweeps', f'{name}.py') if name in SWEEPS else None
   return os.path.join(FOLDER, f'{name}.py') if name in NAMES else None
 
 
-def resolve(value: str) -> str:
-  """A `--config` value as a file: an existing path as it is, else an
-  installed config named by itself (`demo`) or by its usual path
+def resolve(value: str, sweep: bool = False) -> str:
+  """A `--config` (or `--sweep`) value as a file: an existing path as it is,
+  else an installed config named by itself (`demo`) or by its usual path
   (`configs/demo.py`); an `:override` suffix is kept."""
   file, sep, rest = value.partition(':')
   if not file or os.path.exists(file):
     return value
   name = os.path.basename(file)
   name = name[:-3] if name.endswith('.py') else name
-  installed = path(name)
+  installed = path(name, sweep)
   return installed + sep + rest if installed else value

@@ -1,0 +1,1 @@
+"""Aliases of the installed benchmark sweeps."""
