@@ -35,8 +35,11 @@ PRELOAD = ('numpy', 'PIL.Image', 'absl.app', 'absl.flags', 'absl.logging',
            'ml_collections.config_flags', 'jax', 'jax.numpy', 'flax.linen',
            'optax', 'orbax.checkpoint', 'tensorflow', 'clu.metric_writers',
            'clu.periodic_actions', 'skimage.segmentation')
-# Variables no module reads at import: they may differ (pytest names the test).
-IGNORED_ENV = ('PYTEST_CURRENT_TEST',)
+# Variables no module reads at import: they may differ (pytest names the test;
+# a benchmark worker reads its scheduler's task index when it runs).
+IGNORED_ENV = ('PYTEST_CURRENT_TEST', 'SLURM_ARRAY_TASK_ID',
+               'SLURM_ARRAY_TASK_MIN', 'SLURM_ARRAY_TASK_COUNT',
+               'JOB_COMPLETION_INDEX', 'TASAD_JAX_SHARD_COUNT')
 
 
 def _preload() -> None:

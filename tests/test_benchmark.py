@@ -5,9 +5,11 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import time
 
+from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from conftest import assert_one_error_line, run_script, start_script, write_tree
@@ -167,6 +169,9 @@ def test_table_is_the_cells_metrics(grid):
 
 
 def test_failing_cell_is_recorded_and_the_others_finish(grid):
+  """A category with corrupt images fails in train.py; the cell after it still
+  runs: a copy of a finished cell without its evaluation, so that it resumes
+  its training (nothing left to train) and evaluates."""
   data = grid['data']
   broken = os.path.join(data, 'broken', 'train', 'good')
   os.makedirs(broken)
@@ -177,21 +182,24 @@ def test_failing_cell_is_recorded_and_the_others_finish(grid):
     os.symlink(os.path.join(data, 'alpha', sub),
                os.path.join(data, 'broken', sub))
   sweep = write_sweep(grid['base'] / 'failing.py', data,
-                      categories=('broken', 'alpha'), methods=('tasad_cas',),
-                      seeds=(1,))
+                      categories=('broken', 'alpha'), methods=('tasad_cas',))
   root = str(grid['base'] / 'failing')
+  done = 'alpha/tasad_cas/seed0'
+  shutil.copytree(os.path.join(grid['root'], done), os.path.join(root, done),
+                  ignore=shutil.ignore_patterns('eval'))
   result = bench(f'--sweep={sweep}', f'--root={root}')
   assert result.returncode == 1, result.stderr
   assert 'Traceback' not in result.stderr
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert len(errors) == 1 and 'broken/tasad_cas/seed1' in errors[0], errors
-  failed = status(root, 'broken/tasad_cas/seed1')
+  assert len(errors) == 1 and 'broken/tasad_cas/seed0' in errors[0], errors
+  failed = status(root, 'broken/tasad_cas/seed0')
   assert failed['status'] == 'failed' and 'broken' in failed['error']
   assert failed['error'].startswith('train: error:'), failed['error']
-  assert status(root, 'alpha/tasad_cas/seed1')['status'] == 'done'
+  assert status(root, done)['status'] == 'done'
+  assert metrics(root, done)['cas'] == metrics(grid['root'], done)['cas']
   with open(os.path.join(root, 'results.md')) as f:
     md = f.read()
-  assert f'failed: broken/tasad_cas/seed1: {failed["error"]}' in md
+  assert f'failed: broken/tasad_cas/seed0: {failed["error"]}' in md
   assert '| alpha |' in md
 
 
@@ -231,6 +239,22 @@ def test_a_root_of_other_settings_is_refused(grid, tmp_path):
   assert status(grid['root'], 'alpha/tasad_cas/seed0') == before
 
 
+def test_array_jobs_take_their_share_from_the_scheduler(grid):
+  """The README's SLURM array and Kubernetes indexed Job: the same command in
+  every task, each listing the share --shard=i/N would."""
+  scheduler = {
+      'slurm': {'SLURM_ARRAY_TASK_ID': '11', 'SLURM_ARRAY_TASK_MIN': '10',
+                'SLURM_ARRAY_TASK_COUNT': '2'},
+      'kubernetes': {'JOB_COMPLETION_INDEX': '1', 'TASAD_JAX_SHARD_COUNT': '2'},
+  }
+  for variables in scheduler.values():
+    result = bench(f'--sweep={grid["sweep"]}', f'--root={grid["root"]}',
+                   '--dry_run', env=dict(os.environ, **variables))
+    assert result.returncode == 0, result.stderr
+    names = [line.split('\t')[0] for line in result.stdout.splitlines()]
+    assert names == grid['shards'][1]
+
+
 def test_shard_from_the_scheduler():
   from tasad_jax.benchmark import runner
   slurm = {'SLURM_ARRAY_TASK_ID': '7', 'SLURM_ARRAY_TASK_MIN': '5',
@@ -259,3 +283,33 @@ def test_device_groups_pin_each_cell():
   assert len(runner.slots(0)) == 1 and runner.slots(0)[0].env == {}
   with pytest.raises(runner.UserInputError, match='more than the 2 local'):
     runner.slots(3, probe=lambda: ('gpu', 2))
+
+
+HOSTILE_SWEEP = {
+    'seeds': ['()', '(-1,)', "('x',)", '(0, 0)', '(1e9,)', '(0, 1)'],
+    'categories': ['()', "('',)", "('..',)", "('alpha', 'alpha')", "('all',)",
+                   "('alpha/beta',)"],
+    'methods': ['()', "('nope',)", '(1,)', "('anoseg',)"],
+    'base': ['', 'nope', '/no/such/file.py', 'tiny', 'demo'],
+    'overrides.data.root': ['', '/no/such/path', ' ', 'embedded'],
+}
+
+
+@settings(max_examples=10, derandomize=True, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(field=st.sampled_from(sorted(HOSTILE_SWEEP)), data=st.data())
+def test_hostile_sweep_values_get_one_line(tmp_path_factory, field, data):
+  base = tmp_path_factory.mktemp('hostile_sweep')
+  for name in CATEGORIES:
+    write_tree(str(base / 'data'), name)
+  sweep = write_sweep(base / 'sweep.py', base / 'data')
+  value = data.draw(st.sampled_from(HOSTILE_SWEEP[field]))
+  root = base / 'root'
+  result = bench(f'--sweep={sweep}', f'--root={root}', f'--sweep.{field}={value}',
+                 '--dry_run')
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  if result.returncode:
+    assert_one_error_line(result, '')
+  else:
+    assert result.stdout.count('\t') >= 1
+  assert not root.exists()

@@ -9,9 +9,10 @@ import sys
 
 from conftest import REPO
 from tasad_jax.config import presets
+from tasad_jax.config.presets import sweeps  # pylint: disable=unused-import
 
 SCRIPTS = ('tasad-train', 'tasad-evaluate', 'tasad-predict', 'tasad-export',
-           'tasad-validation-split')
+           'tasad-validation-split', 'tasad-benchmark')
 
 
 def _run(*args, **kwargs):
@@ -56,6 +57,12 @@ def test_a_wheel_installs_console_scripts_that_take_config_names(tmp_path):
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert result.returncode == 2 and errors == [
       f'error: {missing}: workdir not found'], result.stderr[-2000:]
+  result = _run(str(venv / 'bin' / 'tasad-benchmark'), '--sweep=demo_methods',
+                f'--root={empty / "runs"}', '--dry_run', cwd=empty)
+  cells = [l.split('\t') for l in result.stdout.splitlines()]
+  assert result.returncode == 0 and [c[0] for c in cells] == [
+      f'brick/{m}/seed0' for m in presets.sweeps.METHODS], result.stderr[-2000:]
+  assert all(f'--config={folder}/demo.py' in c[1] for c in cells)
   result = _run(str(venv / 'bin' / 'tasad-train'), '--config=no_such_config',
                 f'--workdir={missing}', cwd=empty)
   assert result.returncode == 2 and 'cannot load the config file' in (

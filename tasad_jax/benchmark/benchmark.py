@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from tasad_jax.benchmark import runner, summary, sweep as sweep_lib
-from tasad_jax.runtime.errors import Error
+from tasad_jax.runtime.errors import Error, UserInputError
 
 
 class CellsFailed(Error):
@@ -37,6 +37,8 @@ def run(sweep, root: str, *, title: str, shard: str = '',
     for cell in mine:
       print(f'{cell.name}\t{shlex.join(cell.argv(base, root))}', file=out)
     return None
+  if summarize_only and not os.path.isdir(root):
+    raise UserInputError(f'{root}: --root not found; nothing to summarize')
   runner.check_root(root, base, cells, eval_folder)
   if not summarize_only:
     slots = runner.slots(devices_per_cell)

@@ -94,8 +94,7 @@ def is_done(root: str, cell: sweep_lib.Cell, eval_folder: str) -> bool:
 def check_root(root: str, base: str, cells: list[sweep_lib.Cell],
                eval_folder: str) -> None:
   """Refuses a root whose finished cells were run with other command lines."""
-  if os.path.exists(root) and not os.path.isdir(root):
-    raise UserInputError(f'{root}: --root exists and is not a folder')
+  fileio.check_writable(root, folder=True, what='--root')
   for cell in cells:
     recorded = read_status(root, cell).get('argv')
     if recorded and is_done(root, cell, eval_folder) and (

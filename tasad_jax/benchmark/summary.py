@@ -129,6 +129,21 @@ def _rows(table: Table, key: str) -> list[list[str]]:
   return out
 
 
+def _overview_rows(table: Table) -> list[list[str]]:
+  """Rows whose entries hold all four metrics' means, 'a / b / c / d'."""
+  out = []
+  for category in table.categories + [MEAN]:
+    row = [category]
+    for group in table.groups:
+      for stage, _ in STAGES:
+        stats = [table.stat(category, group, stage, k) for k, _ in METRICS]
+        row.append(' / '.join(
+            dataclasses.replace(st, n=min(st.n, 1)).text(stage == 'delta')
+            for st in stats) if any(st.n for st in stats) else '–')
+    out.append(row)
+  return out
+
+
 def _headings(table: Table) -> list[str]:
   return ['category'] + [f'{g} {h}'.strip() for g in table.groups
                          for _, h in STAGES]
@@ -147,6 +162,14 @@ def markdown(table: Table, title: str) -> str:
          f'{done} of {total} cells done; seeds {table.seeds}. Mean row: mean '
          'over categories per seed (only where every category has the cell).',
          '']
+  out += ['## All four metrics', '',
+          'Each entry: ' + ' / '.join(h for _, h in METRICS)
+          + (' (means over seeds; ± std in the tables below).'
+             if len(table.seeds) > 1 else '.'), '',
+          '| ' + ' | '.join(_headings(table)) + ' |',
+          '|' + '---|' * (1 + 3 * len(table.groups))]
+  out += ['| ' + ' | '.join(r) + ' |' for r in _overview_rows(table)]
+  out.append('')
   for key, heading in METRICS:
     out += [f'## {heading}', '', '| ' + ' | '.join(_headings(table)) + ' |',
             '|' + '---|' * (1 + 3 * len(table.groups))]

@@ -123,8 +123,10 @@ def parse_config(argv: list[str]) -> ml_collections.ConfigDict:
                                   lock_config=True, sys_argv=full)
   try:
     values(full)
-  except (flags.Error, ValueError, TypeError, AttributeError, KeyError) as e:
-    raise UserInputError(f'sweep: {" ".join(argv)}: {e}') from None
+  except Exception as e:  # pylint: disable=broad-except
+    # A flag, a value, or the base config file's own code (any exception).
+    raise UserInputError(f'sweep: {" ".join(argv)}: {type(e).__name__}: {e}'
+                         ) from None
   return values.config
 
 
@@ -146,6 +148,9 @@ def _grid_axes(sweep, config) -> list[tuple[str, tuple]]:
 
 def _categories(sweep, config) -> tuple[str, ...]:
   named = [str(c) for c in _values(sweep, 'categories')]
+  for name in named:
+    if not name.strip() or name in ('.', '..') or any(c in name for c in '/\\'):
+      raise UserInputError(f'sweep.categories: {name!r} is not a folder name')
   if layouts.layout(config) == layouts.FOLDER:
     return tuple(named)
   try:
