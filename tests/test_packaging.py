@@ -62,7 +62,7 @@ def test_a_wheel_installs_console_scripts_that_take_config_names(tmp_path):
   cells = [l.split('\t') for l in result.stdout.splitlines()]
   assert result.returncode == 0 and [c[0] for c in cells] == [
       f'brick/{m}/seed0' for m in presets.sweeps.METHODS], result.stderr[-2000:]
-  assert all(f'--config={folder}/demo.py' in c[1] for c in cells)
+  assert all(c[1].startswith('--config=demo ') for c in cells)
   result = _run(str(venv / 'bin' / 'tasad-train'), '--config=no_such_config',
                 f'--workdir={missing}', cwd=empty)
   assert result.returncode == 2 and 'cannot load the config file' in (

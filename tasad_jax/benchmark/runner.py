@@ -96,10 +96,10 @@ def check_root(root: str, base: str, cells: list[sweep_lib.Cell],
   """Refuses a root whose finished cells were run with other command lines."""
   fileio.check_writable(root, folder=True, what='--root')
   for cell in cells:
-    recorded = read_status(root, cell).get('argv')
+    recorded = read_status(root, cell).get('settings')
     if recorded and is_done(root, cell, eval_folder) and (
-        recorded != cell.argv(base, root)):
-      changed = sorted(set(recorded) ^ set(cell.argv(base, root)))
+        recorded != cell.settings(base)):
+      changed = sorted(set(recorded) ^ set(cell.settings(base)))
       raise UserInputError(
           f'{cell.workdir(root)}: this cell was run with other settings '
           f'({", ".join(changed)}); use another --root, or delete the folder '
@@ -206,10 +206,10 @@ class Runner:
     with self._print_lock:
       print(text, file=self.out, flush=True)
 
-  def _write_status(self, cell_, **fields) -> dict:
-    status = read_status(self.root, cell_)
+  def _write_status(self, target, **fields) -> dict:
+    status = read_status(self.root, target)
     status.update(fields)
-    fileio.write_json(os.path.join(status_dir(self.root, cell_), 'status.json'),
+    fileio.write_json(os.path.join(status_dir(self.root, target), 'status.json'),
                       status)
     return status
 
@@ -281,6 +281,7 @@ class Runner:
     previous = read_status(self.root, cell)
     self._write_status(
         cell, cell=cell.name, argv=cell.argv(self.base, self.root),
+        settings=cell.settings(self.base),
         status=RUNNING, error='', shard=list(self.shard),
         devices=slot.devices, attempts=previous.get('attempts', 0) + 1,
         started=time.strftime('%Y-%m-%dT%H:%M:%S'))

@@ -60,6 +60,11 @@ class Cell:
     """The flags of train.py and evaluate.py for this cell."""
     return [f'--config={base}', f'--workdir={self.workdir(root)}', *self.flags]
 
+  def settings(self, base: str) -> list[str]:
+    """What makes the cell's model: its flags but the workdir (a moved root
+    still holds the same cells)."""
+    return [f'--config={base}', *self.flags]
+
 
 def flatten(tree, prefix: str = '') -> list[tuple[str, Any]]:
   """(dotted path, leaf) of a nested ConfigDict or dict, in insertion order."""
@@ -100,24 +105,29 @@ def _values(sweep, field: str) -> tuple:
   return values
 
 
-def base_file(sweep) -> str:
-  """The base config as a file (an installed name resolved; paths kept)."""
+def base_flag(sweep) -> str:
+  """The `--config` value of every cell: an installed config's name as it is
+  (each entry point resolves it, wherever the package is installed), a file
+  as an absolute path."""
   base = str(sweep.get('base') or '')
   if not base:
     raise UserInputError('sweep.base: not set; name a config (e.g. default) '
                          'or a config file')
-  resolved = presets.resolve(base)
-  file = resolved.partition(':')[0]
-  if not os.path.isfile(file):
-    raise UserInputError(f'sweep.base: {base!r} is neither an installed config '
-                         f'({", ".join(presets.NAMES)}) nor a file')
-  return os.path.abspath(file) + resolved[len(file):]
+  file, sep, rest = base.partition(':')
+  if os.path.isfile(file):
+    return os.path.abspath(file) + sep + rest
+  if presets.path(os.path.basename(file).removesuffix('.py')):
+    return base
+  raise UserInputError(f'sweep.base: {base!r} is neither an installed config '
+                       f'({", ".join(presets.NAMES)}) nor a file')
 
 
 def parse_config(argv: list[str]) -> ml_collections.ConfigDict:
   """The config train.py builds from `argv` (`--config=...` and overrides)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = [f'--config={presets.resolve(a[len("--config="):])}'
+          if a.startswith('--config=') else a for a in argv]
   values, full = flags.FlagValues(), ['benchmark', *argv]
   config_flags.DEFINE_config_file('config', None, '', flag_values=values,
                                   lock_config=True, sys_argv=full)
@@ -174,9 +184,9 @@ def _variant_name(path: str, value) -> str:
 
 
 def expand(sweep) -> tuple[str, list[Cell]]:
-  """(base config file, the cells of `sweep` in grid order), every cell's
+  """(base `--config` value, the cells of `sweep` in grid order), every cell's
   config parsed and checked by the train and evaluate schemas."""
-  base = base_file(sweep)
+  base = base_flag(sweep)
   config = parse_config([f'--config={base}'])
   fixed = flatten(sweep.get('overrides') or {})
   _check_fields(config, fixed, 'sweep.overrides')
