@@ -9,7 +9,7 @@ import sys
 
 from conftest import REPO
 from tasad_jax.config import presets
-from tasad_jax.config.presets import sweeps  # pylint: disable=unused-import
+from tasad_jax.config.presets import sweeps
 
 SCRIPTS = ('tasad-train', 'tasad-evaluate', 'tasad-predict', 'tasad-export',
            'tasad-validation-split', 'tasad-benchmark')
@@ -61,7 +61,7 @@ def test_a_wheel_installs_console_scripts_that_take_config_names(tmp_path):
                 f'--root={empty / "runs"}', '--dry_run', cwd=empty)
   cells = [l.split('\t') for l in result.stdout.splitlines()]
   assert result.returncode == 0 and [c[0] for c in cells] == [
-      f'brick/{m}/seed0' for m in presets.sweeps.METHODS], result.stderr[-2000:]
+      f'brick/{m}/seed0' for m in sweeps.METHODS], result.stderr[-2000:]
   assert all(c[1].startswith('--config=demo ') for c in cells)
   result = _run(str(venv / 'bin' / 'tasad-train'), '--config=no_such_config',
                 f'--workdir={missing}', cwd=empty)
