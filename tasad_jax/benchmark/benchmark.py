@@ -29,8 +29,6 @@ def run(sweep, root: str, *, title: str, shard: str = '',
   """Runs (or lists, or only summarises) this worker's cells of `sweep`
   under `root`; raises CellsFailed naming the cells that failed."""
   base, cells = sweep_lib.expand(sweep)
-  eval_folder = sweep_lib.parse_config(
-      [f'--config={base}', *cells[0].flags]).eval.folder
   index, count = runner.parse_shard(shard)
   mine = sweep_lib.shard_of(cells, index, count)
   if dry_run:
@@ -39,16 +37,15 @@ def run(sweep, root: str, *, title: str, shard: str = '',
     return None
   if summarize_only and not os.path.isdir(root):
     raise UserInputError(f'{root}: --root not found; nothing to summarize')
-  runner.check_root(root, base, cells, eval_folder)
+  runner.check_root(root, base, cells)
   if not summarize_only:
     slots = runner.slots(devices_per_cell)
     os.makedirs(root, exist_ok=True)
     print(f'{title}: {len(cells)} cells, shard {index}/{count} runs '
           f'{len(mine)} on {len(slots)} device group(s), into {root}',
           file=out, flush=True)
-    results = runner.Runner(root, base, (index, count), eval_folder,
-                            out).run(mine, slots)
-  table = summary.write(root, cells, eval_folder, title)
+    results = runner.Runner(root, base, (index, count), out).run(mine, slots)
+  table = summary.write(root, cells, title)
   print(f'wrote {os.path.join(root, "results.md")} (.csv, .html): '
         f'{len(table.values)} of {len(cells)} cells done', file=out, flush=True)
   if not summarize_only:

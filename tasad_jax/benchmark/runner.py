@@ -73,10 +73,6 @@ def status_dir(root: str, cell: sweep_lib.Cell) -> str:
   return os.path.join(root, sweep_lib.STATUS_FOLDER, *cell.name.split('/'))
 
 
-def metrics_path(root: str, cell: sweep_lib.Cell, eval_folder: str) -> str:
-  return os.path.join(cell.workdir(root), eval_folder, 'metrics.json')
-
-
 def read_status(root: str, cell: sweep_lib.Cell) -> dict:
   """The cell's status.json ({} when it never ran or the file is damaged)."""
   try:
@@ -87,17 +83,16 @@ def read_status(root: str, cell: sweep_lib.Cell) -> dict:
     return {}
 
 
-def is_done(root: str, cell: sweep_lib.Cell, eval_folder: str) -> bool:
-  return os.path.isfile(metrics_path(root, cell, eval_folder))
+def is_done(root: str, cell: sweep_lib.Cell) -> bool:
+  return os.path.isfile(cell.metrics_path(root))
 
 
-def check_root(root: str, base: str, cells: list[sweep_lib.Cell],
-               eval_folder: str) -> None:
+def check_root(root: str, base: str, cells: list[sweep_lib.Cell]) -> None:
   """Refuses a root whose finished cells were run with other command lines."""
   fileio.check_writable(root, folder=True, what='--root')
   for cell in cells:
     recorded = read_status(root, cell).get('settings')
-    if recorded and is_done(root, cell, eval_folder) and (
+    if recorded and is_done(root, cell) and (
         recorded != cell.settings(base)):
       changed = sorted(set(recorded) ^ set(cell.settings(base)))
       raise UserInputError(
@@ -195,9 +190,8 @@ class Runner:
   """Runs cells into `root`, writing their status; thread-safe per cell."""
 
   def __init__(self, root: str, base: str, shard: tuple[int, int],
-               eval_folder: str, out=sys.stdout):
-    self.root, self.base, self.shard = root, base, shard
-    self.eval_folder, self.out = eval_folder, out
+               out=sys.stdout):
+    self.root, self.base, self.shard, self.out = root, base, shard, out
     self._print_lock = threading.Lock()
     self._procs: set[subprocess.Popen] = set()
     self._stopping = threading.Event()
@@ -268,7 +262,7 @@ class Runner:
 
   def run_cell(self, cell, slot: Slot, position: str) -> str:
     """Runs `cell` unless done; returns its final status."""
-    if is_done(self.root, cell, self.eval_folder):
+    if is_done(self.root, cell):
       self.say(f'{position} {cell.name}: done before, skipped')
       return DONE
     os.makedirs(status_dir(self.root, cell), exist_ok=True)

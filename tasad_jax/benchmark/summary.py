@@ -96,11 +96,11 @@ class Table:
     return Stat.of(per_seed)
 
 
-def collect(root: str, cells: list[Cell], eval_folder: str) -> Table:
+def collect(root: str, cells: list[Cell]) -> Table:
   """Reads each cell's metrics.json (done), or its status (failed/missing)."""
   values, missing, failed = {}, [], []
   for cell in cells:
-    path = runner.metrics_path(root, cell, eval_folder)
+    path = cell.metrics_path(root)
     try:
       with open(path) as f:
         values[(cell.category, group_label(cell), cell.seed)] = json.load(f)
@@ -240,11 +240,10 @@ def html(table: Table, title: str, links: dict[str, str]) -> str:
   return pages.document(title, body)
 
 
-def write(root: str, cells: list[Cell], eval_folder: str,
-          title: str) -> Table:
+def write(root: str, cells: list[Cell], title: str) -> Table:
   """Writes results.md, results.csv and results.html under `root`."""
-  table = collect(root, cells, eval_folder)
-  links = {c.name: f'{c.name}/{eval_folder}/report.html' for c in cells
+  table = collect(root, cells)
+  links = {c.name: f'{c.name}/{c.eval_folder}/report.html' for c in cells
            if (c.category, group_label(c), c.seed) in table.values}
   fileio.write_text(os.path.join(root, 'results.md'), markdown(table, title))
   fileio.write_text(os.path.join(root, 'results.csv'), csv_text(table))

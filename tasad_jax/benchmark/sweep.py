@@ -52,9 +52,13 @@ class Cell:
   seed: int
   variant: str                  # The extra grid fields, 'f=v,...' ('' if none).
   flags: tuple[str, ...]        # --config.<field>=<value> after --config.
+  eval_folder: str = 'eval'     # Its config.eval.folder: where metrics.json goes.
 
   def workdir(self, root: str) -> str:
     return os.path.join(root, *self.name.split('/'))
+
+  def metrics_path(self, root: str) -> str:
+    return os.path.join(self.workdir(root), self.eval_folder, 'metrics.json')
 
   def argv(self, base: str, root: str) -> list[str]:
     """The flags of train.py and evaluate.py for this cell."""
@@ -222,17 +226,17 @@ def expand(sweep) -> tuple[str, list[Cell]]:
         flags = (*common, *own, *extra, f'--config.{CATEGORY}={category}',
                  f'--config.{METHOD}={method}', f'--config.{SEED}={seed}')
         cells.append(Cell(name, category, method, int(seed), variant, flags))
-  for cell in cells:
-    _check_cell(base, cell)
-  return base, cells
+  return base, [_checked(base, cell) for cell in cells]
 
 
-def _check_cell(base: str, cell: Cell) -> None:
+def _checked(base: str, cell: Cell) -> Cell:
+  """`cell` with its eval folder, once its config passes the schemas."""
   config = parse_config([f'--config={base}', *cell.flags])
   problems = (schema.problems(config, schema.TRAIN)
               + schema.problems(config, schema.EVALUATE))
   if problems:
     raise UserInputError(f'cell {cell.name}: {problems[0]}')
+  return dataclasses.replace(cell, eval_folder=str(config.eval.folder))
 
 
 def shard_of(cells: list[Cell], index: int, count: int) -> list[Cell]:
