@@ -45,9 +45,10 @@ def data_uri(data: bytes, mime: str) -> str:
   return f'data:{mime};base64,' + base64.b64encode(data).decode('ascii')
 
 
-def jpeg(rgb: np.ndarray, size: int | None = PANEL) -> str:
-  """An inline JPEG of an RGB array, downscaled to `size` pixels."""
-  image = Image.fromarray(rgb)
+def jpeg(rgb: np.ndarray | Image.Image, size: int | None = PANEL) -> str:
+  """An inline JPEG of an RGB array or image, downscaled to `size` pixels
+  (an image in place: no full-size copy of a large heat map)."""
+  image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
   if size and max(image.size) > size:
     image.thumbnail((size, size), Image.Resampling.BILINEAR)
   buf = io.BytesIO()

@@ -8,7 +8,6 @@ import heapq
 import os
 import urllib.parse
 
-import numpy as np
 from PIL import Image
 
 from tasad_jax.reporting import pages
@@ -62,7 +61,7 @@ def write_predict_index(output: str, name_of, limit: int = 1000,
     src = urllib.parse.quote(rel)
     if inline and os.path.exists(os.path.join(output, rel)):
       with Image.open(os.path.join(output, rel)) as im:
-        src = pages.jpeg(np.asarray(im.convert('RGB')), thumb)
+        src = pages.jpeg(im if im.mode == 'RGB' else im.convert('RGB'), thumb)
     links = f'<a href="{pages.esc(urllib.parse.quote(rel))}">heat map</a>'
     if os.path.exists(os.path.join(output, 'masks', stem + '.png')):
       links += f' <a href="{pages.esc(urllib.parse.quote(f"masks/{stem}.png"))}">mask</a>'
