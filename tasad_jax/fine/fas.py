@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from tasad_jax.runtime import checkpointing
-from tasad_jax.core import losses, sharding, stage
+from tasad_jax.core import sharding, stage
 from tasad_jax import methods
 from tasad_jax.fine import selection
 from tasad_jax.runtime.errors import UserInputError
@@ -151,6 +151,7 @@ class FineStage(stage.Stage):
     super().__init__(config)
     self.coarse = coarse if coarse is not None else methods.get(config)
     self.model = segmenter_stage.segmenter(config)
+    self.loss = segmenter_stage.segmentation_loss(config, 'fas')
     self.input = FineInput(self.coarse, refine_params(config, training=True),
                            bool(config.refine.on_device))
     self.score_source = config.model.fine_score
@@ -181,7 +182,7 @@ class FineStage(stage.Stage):
 
   def phases(self) -> list[stage.Phase]:
     fit = segmenter_stage.segmenter_phase(
-        self.model, losses.fas_loss, 'fas_input',
+        self.model, self.loss, 'fas_input',
         segmenter_stage.schedule(self.config, self.num_steps))
     if not self.input.on_device:
       return [stage.Phase(0, fit)]
@@ -195,15 +196,17 @@ class FineStage(stage.Stage):
     inputs = batch.get('fas_input')
     if inputs is None:
       inputs = self.input(context, batch['augmented'], mesh)
-    return segmenter_stage.segmenter_images(self.model, state, inputs, batch['mask'],
-                                      mesh)
+    return segmenter_stage.segmenter_images(
+        self.model, state, inputs, batch['mask'], mesh, self.loss.to_map)
 
   def inference_variables(self, state: TrainState) -> dict:
     return state.network(segmenter_stage.NETWORK)
 
   def apply(self, variables: dict, fas_input: jax.Array) -> jax.Array:
-    """Eval-mode fine maps [N, S, S, 1] of FAS inputs, jit-able."""
-    return self.model.apply(variables, fas_input, train=False)
+    """Eval-mode fine maps [N, S, S, 1] of FAS inputs, jit-able (the
+    output's sigmoid with a logit loss, `config.model.fas_loss`)."""
+    return self.loss.to_map(self.model.apply(variables, fas_input,
+                                             train=False))
 
   def image_score(self, tasad_map: jax.Array, coarse_outputs: dict,
                   coarse_score: jax.Array, valid: jax.Array | None = None

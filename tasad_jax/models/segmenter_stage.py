@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tasad_jax.core import sharding, stage
+from tasad_jax.core import losses, sharding, stage
 from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
                                         finish_step, lr_schedule)
 from tasad_jax.models.segmenter import NORMS, Segmenter
@@ -38,6 +38,24 @@ def segmenter(config) -> Segmenter:
                           norm_groups=groups)
 
 
+def segmentation_loss(config, stage_name: str) -> losses.SegmentationLoss:
+  """The loss of stage 'cas' or 'fas' (`config.model.<stage>_loss`, its
+  weights and the focal term's settings), which also says how the
+  segmenter's output becomes the map (`SegmentationLoss.to_map`)."""
+  m = config.model
+  field = f'{stage_name}_loss'
+  try:
+    return losses.SegmentationLoss(
+        tuple(m[field]), tuple(float(w) for w in m[f'{field}_weights']),
+        float(m.focal_gamma), float(m.focal_alpha))
+  except ValueError as e:
+    what, message = e.args if len(e.args) == 2 else ('terms', str(e))
+    name = {'terms': field, 'weights': f'{field}_weights'}.get(what, what)
+    raise UserInputError(f'config.model.{name}: {message}') from None
+  except TypeError as e:
+    raise UserInputError(f'config.model.{field}: {e}') from None
+
+
 def check_segmenter_config(config) -> None:
   """The segmenter pools twice: the image size must divide by 4."""
   size = config.data.image_size
@@ -52,6 +70,8 @@ def check_segmenter_config(config) -> None:
                          f'{NORMS}')
   if groups < 1:
     raise UserInputError('config.model.norm_groups: must be >= 1')
+  for name in ('cas', 'fas'):
+    segmentation_loss(config, name)
 
 
 def schedule(config, steps: int) -> optax.Schedule:
@@ -105,10 +125,12 @@ def _forward(model: Segmenter, mesh) -> Callable:
 
 
 def segmenter_images(model: Segmenter, state: TrainState,
-                     inputs: np.ndarray, mask: np.ndarray, mesh) -> dict:
-  """Input, mask and eval-mode prediction of up to 4 samples (this process's)."""
-  prediction = sharding.to_local(_forward(model, mesh)(
-      state.network(NETWORK), sharding.to_global({'x': inputs}, mesh)['x']))
+                     inputs: np.ndarray, mask: np.ndarray, mesh,
+                     to_map: Callable = lambda x: x) -> dict:
+  """Input, mask and eval-mode map (`to_map` of the output) of up to 4
+  samples (this process's)."""
+  prediction = to_map(sharding.to_local(_forward(model, mesh)(
+      state.network(NETWORK), sharding.to_global({'x': inputs}, mesh)['x'])))
   n = min(4, len(mask))
   return {'input': np.asarray(inputs[:n]), 'mask': np.asarray(mask[:n]),
           'prediction': np.clip(prediction[:n], 0.0, 1.0)}

@@ -82,6 +82,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # Compute dtype ('bfloat16' on accelerators); params f32.
   config.model.norm = 'batch'  # TASAD segmenter's normalisation: 'batch' (paper) or 'group' (per sample).
   config.model.norm_groups = 8  # GroupNorm groups with norm='group' (the gcd with each layer's channels).
+  config.model.cas_loss = ('mse', 'ssim')  # CAS loss terms, summed: paper 'mse' + 'ssim' (1 - SSIM) on the raw map; 'focal', 'bce' or 'dice' make the output a logit and the map its sigmoid (core/losses.py).
+  config.model.fas_loss = ('mse',)  # FAS loss terms (paper: 'mse'), as cas_loss.
+  config.model.cas_loss_weights = ()  # One weight per cas_loss term (() = all 1).
+  config.model.fas_loss_weights = ()  # One weight per fas_loss term (() = all 1).
+  config.model.focal_gamma = 2.0  # Focal term's exponent (DRAEM's and DeSTSeg's 2).
+  config.model.focal_alpha = -1.0  # Focal term's weight of defect pixels in [0, 1] (< 0: none).
   config.model.fine_score = 'combined'  # Image score with FAS: 'combined' scores the coarse+FAS map (paper); 'coarse' keeps the coarse stage's score (the map stays coarse+FAS).
   config.model.score_window = 21  # Image score: max of the map after a window x window mean filter (paper 21 at 256²); 0: 21 scaled to data.image_size.
 
