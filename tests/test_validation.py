@@ -74,7 +74,7 @@ def test_split_is_the_threshold_hold_out_with_exact_defect_masks(tmp_path):
 
 
 @pytest.mark.parametrize('kind', synthetic_validation.KINDS)
-def test_each_kind_is_small_and_inside_the_image(kind):
+def test_each_kind_has_its_size_and_stays_inside_the_image(kind):
   rng = np.random.default_rng(0)
   textures = rng.integers(0, 256, (2, 64, 64, 3), np.uint8)
   image = np.full((180, 300, 3), 128, np.uint8)
@@ -85,7 +85,26 @@ def test_each_kind_is_small_and_inside_the_image(kind):
     assert out.shape == image.shape and out.dtype == np.uint8
     assert np.all(out[..., 0] == out[..., 2])  # Grey stays grey.
     fractions.append(mask.mean())
-  assert 0 < min(fractions) and max(fractions) < 0.06, fractions
+    if kind == 'shade':  # Low contrast: at most 15% of the way to black/white.
+      change = np.abs(out[mask].astype(int) - 128)
+      assert change.max() <= 0.15 * 128 + 1 and change.min() >= 0.06 * 127 - 1
+  if kind == 'shade':  # Larger than a tile of most models.
+    assert 0.09 < min(fractions) and max(fractions) < 0.41, fractions
+  else:
+    assert 0 < min(fractions) and max(fractions) < 0.06, fractions
+
+
+def test_kinds_are_chosen_and_a_bad_one_is_one_line(tmp_path):
+  root = str(tmp_path / 'data')
+  write_tree(root)
+  counts = synthetic_validation.write_split(
+      _config(root), str(tmp_path / 'val'), kinds=('shade',))
+  assert counts == {'good': 2, 'shade': 2}
+  result = run_script('validation_split.py', f'--output={tmp_path / "v"}',
+                      f'--config.data.root={root}',
+                      '--config.data.category=widget', '--kinds=pore,dent')
+  assert_one_error_line(result, '--kinds')
+  assert not os.path.exists(tmp_path / 'v')
 
 
 def test_nothing_held_out_is_one_line(tmp_path):
@@ -114,4 +133,5 @@ def test_a_trained_workdir_evaluates_on_its_validation_split(tiny_workdir,
     report = json.load(f)
   assert not os.path.exists(os.path.join(workdir, 'eval'))
   assert report['num_images'] == 2 * counts['good']
-  assert set(report['tasad']['per_defect']) == set(synthetic_validation.KINDS)
+  assert set(report['tasad']['per_defect']) == {
+      k for k in synthetic_validation.KINDS if counts[k]}

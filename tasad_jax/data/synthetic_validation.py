@@ -18,7 +18,15 @@ pseudo-anomalies is not rewarded. Kinds, sized by the image's short side s:
 * `crack`: a thin random-walk line (1 to 0.8% of s wide, 15-45% of s long),
   darker, like cracks;
 * `blotch`: a smooth noise blob of 0.5-4% of the image, filled with a
-  texture of the configured anomaly sources, like stains and breaks.
+  texture of the configured anomaly sources, like stains and breaks;
+* `shade`: a large, low-contrast change of brightness: a smooth region of
+  10-40% of the image made 6-15% darker or brighter, like uneven coating
+  or a part out of tolerance: larger than a tile, so a model that sees
+  tiles alone misses it.
+
+`kinds` chooses among them (image i gets kinds[i % len(kinds)]; each image's
+draws depend on its index alone, so the split of the first three kinds is
+the one written before `shade` existed).
 
 Deterministic in (config.seed, image index). The set is small (the hold-out is
 10% of the train images): its figures carry sampling noise; compare settings
@@ -38,7 +46,7 @@ from tasad_jax.data import holdout
 from tasad_jax.data import imageio, layouts, mvtec, sources
 from tasad_jax.runtime.errors import UserInputError
 
-KINDS = ('pore', 'crack', 'blotch')
+KINDS = ('pore', 'crack', 'blotch', 'shade')
 
 
 def _shift(image: np.ndarray, mask: np.ndarray, rng, lo=0.25, hi=0.5,
@@ -102,6 +110,17 @@ def blotch(image: np.ndarray, rng, texture: np.ndarray
   return out, mask
 
 
+def shade(image: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+  h, w = image.shape[:2]
+  # Low-frequency noise at a coarse grid, upsampled: a few broad lobes.
+  grid = rng.normal(size=(int(rng.integers(2, 5)), int(rng.integers(2, 5))))
+  field = imageio.resize_map(grid.astype(np.float32), h, w)
+  field = filters.gaussian(field, sigma=max(1.0, min(h, w) / 16))
+  fraction = rng.uniform(0.10, 0.40)
+  mask = field >= np.quantile(field, 1.0 - fraction)
+  return _shift(image, mask, rng, 0.06, 0.15), mask
+
+
 def _is_grey(image: np.ndarray) -> bool:
   return bool(np.all(image[..., 0] == image[..., 1]) and
               np.all(image[..., 1] == image[..., 2]))
@@ -115,6 +134,8 @@ def defect(image: np.ndarray, kind: str, rng, textures: np.ndarray
       out, mask = pore(image, rng)
     elif kind == 'crack':
       out, mask = crack(image, rng)
+    elif kind == 'shade':
+      out, mask = shade(image, rng)
     else:
       out, mask = blotch(image, rng, textures[rng.integers(len(textures))])
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
@@ -133,11 +154,12 @@ def held_out(config) -> list:
   return [train[i] for i in held]
 
 
-def write_split(config, output: str, source: str = '') -> dict[str, int]:
+def write_split(config, output: str, source: str = '',
+                kinds: tuple[str, ...] = KINDS) -> dict[str, int]:
   """Writes the validation category `config.data.category` under `output`.
 
   `source` names the blotches' textures as `config.anomaly.source` does
-  (default: that field's).
+  (default: that field's); `kinds` the defects, in turn over the images.
 
   Returns:
     {'good': n, <kind>: n, ...}, the number of test images of each kind.
@@ -146,6 +168,11 @@ def write_split(config, output: str, source: str = '') -> dict[str, int]:
     UserInputError: no normal image is held out (holdout_fraction 0, or a
       single train image).
   """
+  kinds = tuple(kinds)
+  if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) < len(
+      kinds):
+    raise UserInputError(f'--kinds: {",".join(kinds)!r} must be distinct '
+                         f'names of {",".join(KINDS)}')
   fileio.check_writable(output, folder=True, what='--output')
   samples = held_out(config)
   if not samples:
@@ -158,13 +185,13 @@ def write_split(config, output: str, source: str = '') -> dict[str, int]:
   category = config.data.category
 
   def build(base):
-    counts = {'good': 0, **{k: 0 for k in KINDS}}
+    counts = {'good': 0, **{k: 0 for k in kinds}}
     for i, sample in enumerate(samples):
       image = imageio.read_image(sample.path)
       for split in ('train', 'test'):
         mvtec.write_sample(base, split, 'good', f'{i:03d}', image)
       counts['good'] += 1
-      kind = KINDS[i % len(KINDS)]
+      kind = kinds[i % len(kinds)]
       rng = np.random.default_rng([config.seed, 23, i])
       bad, mask = defect(image, kind, rng, textures)
       mvtec.write_sample(base, 'test', kind, f'{i:03d}', bad, mask)
