@@ -71,6 +71,13 @@ def anomaly(config) -> None:
   pipeline.anomaly_params(config)
 
 
+def augment(config) -> None:
+  """config.data.augment: the train stream's flips and rotations. Imports the
+  tf.data stream, so training only."""
+  from tasad_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  pipeline.check_augment(config.data.augment)
+
+
 def model(config) -> None:
   """config.model, config.refine and the coarse method's section: both
   stages are built and check their own fields."""
@@ -141,8 +148,8 @@ def evaluation(config) -> None:
 
 
 SECTIONS: dict[str, tuple[Callable, ...]] = {
-    TRAIN: (distributed.check_config, data, anomaly, model, devices, train,
-            evaluation),
+    TRAIN: (distributed.check_config, data, augment, anomaly, model, devices,
+            train, evaluation),
     EVALUATE: (distributed.check_config, data, model, train, evaluation),
     PREDICT: (geometry, model, train, evaluation),
 }

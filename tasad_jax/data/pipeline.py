@@ -14,6 +14,13 @@ each image at its working resolution, the crop's position drawn from the
 sample's own seed. The pseudo-anomaly is made on the square or crop; with
 'pad' and 'tile' it is kept off the padding (mask and pasted pixels there are
 dropped and the label follows the mask that is left).
+
+`config.data.augment` (not the paper's; () by default): random flips and
+90-degree rotations of the square or crop, drawn from the sample's own seed,
+before the pseudo-anomaly is made, so its mask is drawn on the transformed
+image; the valid-pixel mask of 'pad' and 'tile' turns with it. A labelled
+real defect drawn instead turns with the same draw, image and mask together,
+so orientation says nothing about the label.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ from tasad_jax.runtime.tf_host import tf
 from tasad_jax.data import sources
 from tasad_jax.data import splits
 from tasad_jax.runtime.errors import UserInputError
+
+# config.data.augment's transforms: a flip of the columns, of the rows, and a
+# rotation by k * 90 degrees with k uniform in 0..3, each drawn per sample.
+AUGMENTATIONS = ('hflip', 'vflip', 'rot90')
 
 
 def anomaly_params(config) -> pseudo_anomalies.AnomalyParams:
@@ -168,7 +179,8 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   (`data.labelled`), a sample is, with probability `config.data.labelled_rate`
   decided by its own seed, one of them drawn uniformly instead of a
   pseudo-anomaly: 'image' and 'augmented' both the defect image, its real mask,
-  'label' 1 and 'real' 1 ('real' is 0 otherwise).
+  'label' 1 and 'real' 1 ('real' is 0 otherwise). `config.data.augment`
+  flips and turns each sample's image before its pseudo-anomaly (module doc).
   """
   params = anomaly_params(config).for_stage(stage)
   index, count, local = _process_split(batch_size, process_index, process_count)
@@ -181,7 +193,8 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
   src_segments = tf.constant(data.pool.segments.astype(np.int32))
   src_counts = tf.constant(data.pool.num_segments.astype(np.int32))
   base_seed = tf.constant([config.seed, names.STAGES.index(stage)], tf.int64)
-  real = _real_defects(data.labelled, config)
+  orient = _orienter(config.data.augment)
+  real = _real_defects(data.labelled, config, orient)
 
   def example(i):
     seed = tf.random.experimental.stateless_fold_in(base_seed, i)
@@ -193,6 +206,8 @@ def train_dataset(data: TrainData, config, stage: str, *, batch_size: int,
     source_index = tf.random.stateless_uniform([], s[0], 0, num_sources,
                                                dtype=tf.int64)
     image, valid = read_image(image_index, seed)
+    if orient:
+      image, valid = orient(seed, image, valid)
     sample = pseudo_anomalies.synthesize(
         image, tf.cast(tf.gather(src_images, source_index), tf.float32) / 255.0,
         tf.gather(src_segments, source_index),
@@ -271,9 +286,51 @@ def _off_padding(sample: dict, valid) -> dict:
               label=tf.cast(tf.reduce_max(mask) > 0, tf.int32))
 
 
-def _real_defects(labelled: dict | None, config):
+def check_augment(augment) -> None:
+  """Raises UserInputError unless `augment` is a list of AUGMENTATIONS."""
+  ok = isinstance(augment, (list, tuple)) and all(
+      isinstance(a, str) and a in AUGMENTATIONS for a in augment)
+  if not ok:
+    raise UserInputError(f'config.data.augment: {augment!r} must be a tuple '
+                         f'of {AUGMENTATIONS} (() = none, the paper\'s)')
+
+
+def _orienter(augment):
+  """fn(seed, *tensors [S, S, C] or None) -> the tensors flipped and
+  rotated alike, as `augment` asks and the sample's seed draws; None when
+  `augment` is empty (the stream then has no op of it).
+
+  The three draws have seeds of their own (fold_in 5, split), taken whichever
+  transforms are on, so adding one leaves the others' draws as they were.
+  """
+  check_augment(augment)
+  kinds = frozenset(augment)
+  if not kinds:
+    return None
+
+  def orient(seed, *tensors):
+    s = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, 5), 3)
+    hflip, vflip = (tf.random.stateless_uniform([], s[j], 0, 2, dtype=tf.int32)
+                    > 0 for j in (0, 1))
+    turns = tf.random.stateless_uniform([], s[2], 0, 4, dtype=tf.int32)
+
+    def apply(x):
+      if 'hflip' in kinds:
+        x = tf.where(hflip, tf.reverse(x, [1]), x)
+      if 'vflip' in kinds:
+        x = tf.where(vflip, tf.reverse(x, [0]), x)
+      if 'rot90' in kinds:  # Squares only: every stream image is S x S.
+        x = tf.image.rot90(x, turns)
+      return x
+    return tuple(None if x is None else apply(x) for x in tensors)
+  return orient
+
+
+def _real_defects(labelled: dict | None, config, orient=None):
   """fn(sample, seed) replacing a sample by a real defect at
-  config.data.labelled_rate, or None without labelled anomalies."""
+  config.data.labelled_rate, or None without labelled anomalies. With
+  `orient` (`_orienter`), the defect's image and mask turn together."""
   rate = float(config.data.labelled_rate)
   if labelled is None or not len(labelled['image']) or rate <= 0:
     return None
@@ -288,8 +345,10 @@ def _real_defects(labelled: dict | None, config):
     use = tf.random.stateless_uniform([], s[0]) < rate
     j = tf.random.stateless_uniform([], s[1], 0, count, dtype=tf.int64)
     image = tf.cast(tf.gather(images, j), tf.float32) / 255.0
-    defect = {'image': image, 'augmented': image,
-              'mask': tf.cast(tf.gather(masks, j), tf.float32),
+    mask = tf.cast(tf.gather(masks, j), tf.float32)
+    if orient:
+      image, mask = orient(seed, image, mask)
+    defect = {'image': image, 'augmented': image, 'mask': mask,
               'label': tf.constant(1, tf.int32), 'real': tf.constant(1, tf.int32)}
     return tf.cond(use, lambda: defect, lambda: sample)
   return replace

@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.pipeline_threads = 0  # tf.data threads making train samples (0 = tf.data's own pool, one per CPU).
   config.data.labelled_anomalies = ''  # Real defects to train on: '', 'test:N' (N per type) or an MVTec-layout folder.
   config.data.labelled_rate = 0.1  # Share of train samples drawn from the labelled anomalies.
+  config.data.augment = ()  # Random flips/rotations of the train images before the pseudo-anomaly: any of 'hflip', 'vflip', 'rot90' (() = none, the paper's).
 
   config.anomaly = ml_collections.ConfigDict()
   config.anomaly.source = 'tfds:dtd'  # 'builtin', 'tfds:<name>', a folder (DTD or flat), or several joined by ','.
