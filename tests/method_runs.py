@@ -158,13 +158,13 @@ def assert_resume_is_exact(config, batch, directory, steps=4):
     return state
 
   method = methods.get(config)
-  straight = run(method, method.create_state(mesh), steps)
-  half = run(method, method.create_state(mesh), steps // 2)
+  straight = run(method, method.initial_state(mesh), steps)
+  half = run(method, method.initial_state(mesh), steps // 2)
   ckpt = checkpointing.Checkpointer(os.path.join(str(directory), 'cas'))
   ckpt.save(steps // 2, half)
   ckpt.wait()
   resumed_method = methods.get(config.copy_and_resolve_references())
-  restored = ckpt.restore(resumed_method.create_state(mesh))
+  restored = ckpt.restore(resumed_method.abstract_state(mesh))
   ckpt.close()
   resumed = run(resumed_method, restored, steps - steps // 2)
   host = lambda s: jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.asarray, s))  # pylint: disable=unnecessary-lambda-assignment

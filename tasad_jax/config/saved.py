@@ -108,7 +108,9 @@ NETWORK_FIELDS = (('model', 'width'), ('data', 'image_size'), ('coarse', 'name')
 
 def check_matches(config, workdir: str) -> None:
   """Raises UserInputError naming the first network field of `config` that
-  differs from the workdir's saved config (none saved: nothing to match)."""
+  differs from the workdir's saved config (none saved: nothing to match), or
+  config.train.ema_decay when one keeps a moving average of the parameters
+  and the other not (the checkpoints hold it or not; its value may change)."""
   if read(workdir) is None:
     return
   trained = load(workdir)
@@ -118,6 +120,13 @@ def check_matches(config, workdir: str) -> None:
       raise UserInputError(
           f'config.{section}.{name}: {current!r}, but {workdir} was trained '
           f'with {value!r} ({path(workdir)})')
+  current, value = config.train.ema_decay, trained.train.ema_decay
+  if bool(current) != bool(value):
+    held = 'hold a' if value else 'have no'
+    raise UserInputError(
+        f'config.train.ema_decay: {current!r}, but {workdir} was trained with '
+        f'{value!r} (its checkpoints {held} moving average of the parameters); '
+        f'set it {"> 0" if value else "to 0"} ({path(workdir)})')
 
 
 def write(config, workdir: str) -> None:

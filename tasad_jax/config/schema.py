@@ -119,6 +119,10 @@ def train(config) -> None:
           f'{t[field]!r} must be an integer >= 1')
   _need(_is_int(t.image_every) and t.image_every >= 0, 'train.image_every',
         f'{t.image_every!r} must be an integer >= 0 (0 = never)')
+  ema = t.ema_decay
+  _need(isinstance(ema, (int, float)) and not isinstance(ema, bool)
+        and 0.0 <= ema < 1.0, 'train.ema_decay',
+        f'{ema!r} must be a number in [0, 1) (0 = no moving average)')
   _need(len(config.stages) >= 1, 'stages', f'empty; use {names.STAGES}')
   for name in config.stages:  # The stages themselves: `model`.
     _need(name in stages.STAGES, 'stages',

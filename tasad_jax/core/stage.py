@@ -3,8 +3,11 @@
 A stage (a coarse method, or TASAD's fine stage around one) gives:
 
 * `create_state(mesh)`: its `TrainState` (deterministic in config.seed),
-  replicated over the mesh (`abstract_state(mesh)` is its shape alone, the
-  template checkpoints restore into);
+  replicated over the mesh; training starts from `initial_state(mesh)`, the
+  same with the moving average of its parameters that
+  config.train.ema_decay asks for (`TrainState.with_ema`), and
+  `abstract_state(mesh)` is that one's shape alone, the template checkpoints
+  restore into;
 * `phases()`: its training phases, each a pure function
   `(state, batch, rng, context) -> (state, metrics, finite)` and the first
   step it runs at. `batch` holds `batch_keys()` of the train stream (split
@@ -12,12 +15,15 @@ A stage (a coarse method, or TASAD's fine stage around one) gives:
   stream after a resume), `context` is read-only replicated data from earlier
   stages (`context(workdir, mesh)`, e.g. the frozen coarse variables of the
   fine stage; None for most). `metrics` is a flat dict of scalars; a
-  non-finite step must leave the state unchanged but for its step counter;
+  non-finite step must leave the state unchanged but for its step counter
+  (`train_state.finish_step` does it, and moves the moving average);
 * `prepare_batch(batch, context, mesh)`: host-side work on a numpy batch before the
   step (identity unless a stage needs the host, e.g. scikit-image SLIC);
 * `summary_images(state, batch, context, mesh)`: a few images for TensorBoard;
 * `inference_variables(state)`: what inference needs (no optimiser states, no
-  discriminators), the only variables that reach maps, export and predict.
+  discriminators), the only variables that reach maps, export and predict;
+  a trained state is read through `trained_variables(state)`, which gives
+  them of its moving average of the parameters when it keeps one.
 
 This module is the generic layer: it imports no method. Each phase becomes
 one jitted program with fixed shardings (batch split on 'data', the state
@@ -81,6 +87,15 @@ class Stage(abc.ABC):
   def create_state(self, mesh) -> TrainState:
     """The initial train state, replicated over `mesh`."""
 
+  def initial_state(self, mesh) -> TrainState:
+    """`create_state`, keeping an EMA of the parameters when
+    config.train.ema_decay > 0 (replicated like them); unchanged when 0."""
+    state = self.create_state(mesh)
+    decay = float(self.config.train.ema_decay)
+    if not decay:
+      return state
+    return jax.device_put(state.with_ema(decay), sharding.replicated(mesh))
+
   def abstract_state(self, mesh) -> TrainState:
     """The state's structure, shapes, dtypes and replicated shardings, without
     initialising it: the template a checkpoint restores into (compiling an
@@ -90,7 +105,7 @@ class Stage(abc.ABC):
     if key not in _ABSTRACT_STATES:
       if len(_ABSTRACT_STATES) >= _MAX_ABSTRACT_STATES:
         _ABSTRACT_STATES.pop(next(iter(_ABSTRACT_STATES)))
-      shapes = jax.eval_shape(lambda: self.create_state(mesh))
+      shapes = jax.eval_shape(lambda: self.initial_state(mesh))
       rep = sharding.replicated(mesh)
       _ABSTRACT_STATES[key] = jax.tree_util.tree_map(
           lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
@@ -128,6 +143,12 @@ class Stage(abc.ABC):
   def inference_variables(self, state: TrainState) -> Any:
     """The variables inference takes (default: every network's)."""
     return state.variables
+
+  def trained_variables(self, state: TrainState) -> Any:
+    """`inference_variables` of a trained state's averaged parameters (the
+    EMA of config.train.ema_decay, else the parameters): what evaluation,
+    export, predict and the fine stage's coarse input read."""
+    return self.inference_variables(state.averaged())
 
   def check_config(self) -> None:
     """Raises UserInputError naming a bad field of this stage."""

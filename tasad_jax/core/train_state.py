@@ -3,7 +3,10 @@
 The generic bottom layer of training (no method, no TensorFlow): one pytree
 holds every array a stage trains or keeps (checkpointed whole), optimisers
 update named groups of networks, and a step that saw a non-finite loss or
-gradient changes nothing but its step counter.
+gradient changes nothing but its step counter. `with_ema` makes a state that
+also keeps an exponential moving average of its parameters
+(config.train.ema_decay; not the paper's), which inference reads
+(`averaged`).
 
     state = TrainState.create(
         networks={'generator': g_vars, 'discriminator': d_vars},
@@ -15,6 +18,7 @@ gradient changes nothing but its step counter.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable, NamedTuple
 
 from flax import struct
@@ -101,6 +105,68 @@ class TrainState(struct.PyTreeNode):
         batch_stats={**self.batch_stats, **(batch_stats or {})},
         opt_state={**self.opt_state, optimizer: opt_state})
 
+  def with_ema(self, decay: float) -> 'TrainState':
+    """This state keeping an EMA of its parameters (`EmaTrainState`) when
+    `decay` > 0; itself, unchanged, when 0 (no new arrays: checkpoints keep
+    their layout and old ones restore)."""
+    if not decay:
+      return self
+    fields = {f.name: getattr(self, f.name)
+              for f in dataclasses.fields(TrainState)}
+    # A copy: the average and the parameters must not share buffers (the
+    # step donates the state).
+    return EmaTrainState(**fields, ema_decay=float(decay),
+                         ema=jax.tree_util.tree_map(jnp.copy, self.params))
+
+  def averaged(self) -> 'TrainState':
+    """The state inference reads: itself (see `EmaTrainState.averaged`)."""
+    return self
+
+  def update_ema(self, step: jax.Array) -> 'TrainState':
+    """Itself: no moving average kept (see `EmaTrainState.update_ema`)."""
+    del step
+    return self
+
+
+class EmaTrainState(TrainState):
+  """A TrainState that also keeps an EMA of its parameters.
+
+  After each step's updates (`finish_step`), ema = d * ema + (1 - d) * params
+  with d = `ema_decay_at(ema_decay, step)`; a skipped non-finite step leaves
+  it as it was. Only `params` (the trained networks) are averaged: frozen
+  networks do not change, and the BatchNorm statistics used with the average
+  are the live ones (already a running mean of recent batches; averaging
+  them again would only add lag). Inference reads the average (`averaged`).
+
+  Attributes:
+    ema: {network: averaged parameters}, the structure of `params`.
+    ema_decay: the decay d (static, from config.train.ema_decay).
+  """
+  ema: dict
+  ema_decay: float = struct.field(pytree_node=False)
+
+  def averaged(self) -> 'TrainState':
+    """This state with the average in place of the parameters."""
+    return self.replace(params=self.ema)
+
+  def update_ema(self, step: jax.Array) -> 'TrainState':
+    """The average moved towards the current parameters; `step` is the
+    number of updates before this one."""
+    d = ema_decay_at(self.ema_decay, step)
+    return self.replace(ema=jax.tree_util.tree_map(
+        lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype),
+        self.ema, self.params))
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The decay of the update after `step` updates: min(decay, (1 + step) /
+  (10 + step)). The warm-up (TensorFlow's ExponentialMovingAverage with
+  num_updates) keeps the initial parameters from weighing on the average of a
+  short run: 0.1 at the first update; a decay of 0.999 applies from about
+  step 9000 on."""
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(jnp.float32(decay), (1.0 + t) / (10.0 + t))
+
 
 def network_variables(variables: dict, name: str) -> dict:
   """{'params', 'batch_stats'?} of network `name` in a state's `variables`."""
@@ -123,7 +189,9 @@ def all_finite(*trees: Any) -> jax.Array:
 
 def finish_step(state: TrainState, updated: TrainState,
                 finite: jax.Array) -> TrainState:
-  """`updated` if `finite`, else `state`; the step counter moves either way."""
+  """`updated` (its moving average moved, if it keeps one) if `finite`, else
+  `state`; the step counter moves either way."""
+  updated = updated.update_ema(state.step)
   new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b),
                                updated, state)
   return new.replace(step=state.step + 1)

@@ -222,7 +222,8 @@ class FineStage(stage.Stage):
 
 def restore_inference_variables(trained: stage.Stage, workdir: str, mesh,
                                 step: int | None = None) -> Any:
-  """A trained stage's inference variables from its checkpoint in `workdir`."""
+  """A trained stage's inference variables from its checkpoint in `workdir`
+  (of the parameters' moving average when it keeps one: `trained_variables`)."""
   state = checkpointing.restore(workdir, trained.name,
                                 trained.abstract_state(mesh), step)
-  return trained.inference_variables(state)
+  return trained.trained_variables(state)

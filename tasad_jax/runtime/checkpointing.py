@@ -176,6 +176,11 @@ class Checkpointer:
           where, 'metadata', f'unreadable ({type(e).__name__}: {e})') from None
     expected = _shapes(abstract)
     for path, shape in sorted(expected.items()):
+      if path not in stored and path.startswith(_EMA):
+        raise UserInputError(
+            f'{where}: checkpoint has no moving average of the parameters '
+            f'({path}): it was trained with config.train.ema_decay=0; set it '
+            'to 0 to restore it')
       if path not in stored:
         raise UserInputError(
             f'{where}: checkpoint has no array {path}; it was written by '
@@ -186,10 +191,27 @@ class Checkpointer:
             f'{where}: checkpoint does not fit this config: {path} has shape '
             f'{stored[path]}, the model expects {shape} (another '
             'config.model.width?)')
+    # Arrays the template lacks: orbax would refuse them as unreadable, and a
+    # good checkpoint would be moved aside as damaged.
+    extra = sorted(set(stored) - set(expected))
+    if any(path.startswith(_EMA) for path in extra):
+      raise UserInputError(
+          f'{where}: checkpoint holds a moving average of the parameters: it '
+          'was trained with config.train.ema_decay > 0; set it so to restore '
+          'it')
+    if extra:
+      raise UserInputError(
+          f'{where}: checkpoint holds arrays this model does not have '
+          f'({extra[0]}, {len(extra)} in all): it was written by another model '
+          'or config (another config.model.norm?)')
 
   def close(self) -> None:
     self.wait()
     self._manager.close()
+
+
+# The paths of `EmaTrainState.ema` (config.train.ema_decay), named in refusals.
+_EMA = 'ema/'
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:

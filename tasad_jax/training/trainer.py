@@ -193,7 +193,7 @@ def train_stage(config, workdir: str, stage: stage_lib.Stage, data, mesh,
   if start:
     logging.info('%s: resuming from step %d', name, start)
   else:  # Initialised only when there is nothing to resume from.
-    state = stage.create_state(mesh)
+    state = stage.initial_state(mesh)
   if start >= total:
     logging.info('%s: already trained (%d steps)', name, start)
     ckpt.close()

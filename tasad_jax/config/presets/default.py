@@ -140,4 +140,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every = 100  # Steps between scalar summaries.
   config.train.image_every = 5000  # Steps between image summaries (0 = never).
   config.train.skip_nonfinite = False  # Skip non-finite steps instead of stopping.
+  config.train.ema_decay = 0.0  # In [0, 1): >0 keeps an EMA of the parameters (decay d, warm-up) that inference uses (ours; 0 = none, the paper).
   return config
