@@ -82,6 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # Compute dtype ('bfloat16' on accelerators); params f32.
   config.model.norm = 'batch'  # TASAD segmenter's normalisation: 'batch' (paper) or 'group' (per sample).
   config.model.norm_groups = 8  # GroupNorm groups with norm='group' (the gcd with each layer's channels).
+  config.model.skip = 'none'  # TASAD segmenter's skip connections: 'none' (paper), 'concat' or 'add' (U-Net style, ours).
+  config.model.levels = 2  # TASAD segmenter's 2x poolings: 2 (paper), 3 or 4 (ours); data.image_size must divide by 2^levels.
+  config.model.widths = ()  # TASAD segmenter's channels per level, levels + 1 of them (() = width * 2^level, the paper's).
   config.model.fine_score = 'combined'  # Image score with FAS: 'combined' scores the coarse+FAS map (paper); 'coarse' keeps the coarse stage's score (the map stays coarse+FAS).
   config.model.score_window = 21  # Image score: max of the map after a window x window mean filter (paper 21 at 256²); 0: 21 scaled to data.image_size.
 
