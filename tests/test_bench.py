@@ -30,12 +30,13 @@ TINY_ARGS = {
     'predict_memory.py': ['--sizes', '90x70', '--workdir', '{workdir}'],
     'line_speed.py': ['--images', '3', '--size', '40x50', '--jitter', '0.3',
                       '--workdir', '{workdir}'],
+    'segmenter_options.py': ['--bases', '4', '--size', '32'],
 }
 HELPERS = {'torch_reference.py', 'workdirs.py'}  # Imported by the benches, not run.
 # Run with TensorFlow, tfds and clu made unimportable: the accelerator image
 # has none of them (BENCHMARKS.md), so the model benches must not need them.
 WITHOUT_TENSORFLOW = {'accelerator.py', 'inference.py',
-                      'metrics.py', 'tiling.py'}
+                      'metrics.py', 'tiling.py', 'segmenter_options.py'}
 BLOCKER = '''import sys
 class _Block:
   def find_spec(self, name, path=None, target=None):

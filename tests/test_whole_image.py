@@ -160,7 +160,7 @@ def test_a_split_of_many_sizes_compiles_one_program_per_bucket(tile_model):
   r = tile_model.runner
   r._coarse_canvases.clear_cache()  # pylint: disable=protected-access
   out = whole_image.run_images(r, tile_model.geometry, images, 8)
-  buckets = {tile_model.geometry.whole(*s, r.coarse.input_multiple)[0]
+  buckets = {tile_model.geometry.whole(*s, r.input_multiple)[0]
              for s in shapes}
   assert len(buckets) < len(set(shapes))
   assert r._coarse_canvases._cache_size() == len(buckets)  # pylint: disable=protected-access

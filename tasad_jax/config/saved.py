@@ -103,7 +103,13 @@ def load(workdir: str, restore_step: int = 0) -> ml_collections.ConfigDict:
 # The fields that shape the trained networks: a checkpoint restores only into
 # the config that wrote it.
 NETWORK_FIELDS = (('model', 'width'), ('data', 'image_size'), ('coarse', 'name'),
-                  ('model', 'norm'))
+                  ('model', 'norm'), ('model', 'skip'), ('model', 'levels'),
+                  ('model', 'widths'))
+
+
+def _comparable(value):
+  """A field's value with lists as tuples (JSON saves a tuple as a list)."""
+  return tuple(value) if isinstance(value, list) else value
 
 
 def check_matches(config, workdir: str) -> None:
@@ -116,7 +122,7 @@ def check_matches(config, workdir: str) -> None:
   trained = load(workdir)
   for section, name in NETWORK_FIELDS:
     current, value = config[section][name], trained[section][name]
-    if current != value:
+    if _comparable(current) != _comparable(value):
       raise UserInputError(
           f'config.{section}.{name}: {current!r}, but {workdir} was trained '
           f'with {value!r} ({path(workdir)})')

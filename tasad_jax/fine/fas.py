@@ -160,6 +160,11 @@ class FineStage(stage.Stage):
           f'config.model.fine_score: {self.score_source!r} is not one of '
           f'{", ".join(SCORE_SOURCES)}')
 
+  @property
+  def input_multiple(self) -> int:
+    """Whole-image canvas sides: a multiple of this (its poolings)."""
+    return segmenter_stage.input_multiple(self.config)
+
   def check_config(self) -> None:
     segmenter_stage.check_segmenter_config(self.config)
     check_refine(self.config.refine)

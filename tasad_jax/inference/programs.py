@@ -63,7 +63,7 @@ def program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
     return run_square
   wh, ww = geometry.working_size(height, width)
   whole = canvas_geometry(geometry, runner.coarse).whole(
-      wh, ww, runner.coarse.input_multiple)
+      wh, ww, runner.input_multiple)
   core = (_canvas_program(runner, *whole) if whole is not None
           else _tile_program(runner, geometry, wh, ww, chunk))
 

@@ -20,6 +20,7 @@ running it would give.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -242,6 +243,13 @@ class TwoStage:
           {'x': fas_input[rows]}, self.mesh)['x'])
     out[rows] = sharding.to_local(fine)
     return out
+
+  @property
+  def input_multiple(self) -> int:
+    """Whole-image canvas sides: a multiple of this, for both networks."""
+    if self.fas is None:
+      return self.coarse.input_multiple
+    return math.lcm(self.coarse.input_multiple, self.fine.input_multiple)
 
   @property
   def _local_devices(self) -> int:

@@ -110,7 +110,7 @@ class ImageRunner:
     return cls(lambda x: runner.run(x, batch_size), score_fn,
                canvas_geometry(geometry, runner.coarse), batch_size,
                score_sources(runner.fine), outputs, runner.run_canvases,
-               runner.coarse.input_multiple, runner.mesh.devices.size)
+               runner.input_multiple, runner.mesh.devices.size)
 
   def _canvas(self, image: np.ndarray):
     """(canvas shape, box) of an image run whole, or None for tiles."""

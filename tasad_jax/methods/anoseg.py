@@ -12,9 +12,9 @@ What the paper's abstract gives, and what we chose where it is silent (marked
   paper's setting is `config.anomaly.coarse_methods=('anoseg_hard',)`.
 * Generator: the image with two coordinate channels (x and y in [-1, 1],
   CoordConv) concatenated to it, through TASAD's encoder-decoder (ours: the
-  project's `models.Segmenter`, width config.model.width) with 4 output
-  channels: one anomaly-map logit (map = sigmoid, in [0, 1]) and an RGB
-  reconstruction (sigmoid).
+  project's `models.Segmenter`, config.model's width, skip, levels and
+  widths) with 4 output channels: one anomaly-map logit (map = sigmoid, in
+  [0, 1]) and an RGB reconstruction (sigmoid).
 * Losses of the generator: pixel-wise loss of the map against the reference
   mask (`pixel_loss`: BCE (ours, default) or L1), adversarial loss through the
   discriminator (`adversarial_loss`: least squares (ours, default) or
@@ -63,10 +63,14 @@ def coord_channels(n: int, h: int, w: int, dtype=jnp.float32) -> jax.Array:
 
 class Generator(nn.Module):
   """Image (+ coordinates) -> (map logits [N, H, W, 1], reconstruction
-  [N, H, W, 3] in [0, 1])."""
+  [N, H, W, 3] in [0, 1]); `skip`, `levels`, `widths` are the segmenter's
+  (config.model's)."""
   width: int = 128
   coords: bool = True
   dtype: Any = jnp.float32
+  skip: str = 'none'
+  levels: int = 2
+  widths: tuple[int, ...] = ()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False):
@@ -74,7 +78,8 @@ class Generator(nn.Module):
       n, h, w, _ = x.shape
       x = jnp.concatenate([x, coord_channels(n, h, w, x.dtype)], axis=-1)
     out = segmenter.Segmenter(self.width, self.dtype, out_channels=4,
-                           name='segmenter')(x, train)
+                              skip=self.skip, levels=self.levels,
+                              widths=self.widths, name='segmenter')(x, train)
     return out[..., :1], jax.nn.sigmoid(out[..., 1:])
 
 
@@ -168,8 +173,14 @@ class AnoSeg(base.CoarseMethod):
     super().__init__(config)
     s = self.settings
     dtype = jnp.dtype(config.model.dtype)
-    self.generator = Generator(config.model.width, bool(s.coord_channels), dtype)
+    m = config.model
+    self.generator = Generator(m.width, bool(s.coord_channels), dtype, m.skip,
+                               m.levels, segmenter_stage.widths(config))
     self.discriminator = Discriminator(s.disc_width, s.disc_layers, dtype)
+
+  @property
+  def input_multiple(self) -> int:  # config.model.levels' poolings.
+    return segmenter_stage.input_multiple(self.config)
 
   def check_config(self) -> None:
     segmenter_stage.check_segmenter_config(self.config)

@@ -9,6 +9,7 @@ this module is that shared piece, so none of them imports another.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import jax
@@ -19,7 +20,7 @@ import optax
 from tasad_jax.core import losses, sharding, stage
 from tasad_jax.core.train_state import (Optimizer, TrainState, all_finite,
                                         finish_step, lr_schedule)
-from tasad_jax.models.segmenter import NORMS, Segmenter
+from tasad_jax.models.segmenter import LEVELS, NORMS, SKIPS, Segmenter
 from tasad_jax.runtime.errors import UserInputError
 
 NETWORK = 'segmenter'
@@ -30,12 +31,32 @@ def _norm(config) -> tuple[str, int]:
   return config.model.norm, int(config.model.norm_groups)
 
 
+def widths(config):
+  """config.model.widths as a tuple (a saved config holds a list); any
+  other value as it is, for `check_segmenter_config` to refuse."""
+  value = config.model.widths
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def segmenter(config) -> Segmenter:
   """The TASAD segmenter of `config.model`."""
   norm, groups = _norm(config)
-  return Segmenter(width=config.model.width,
-                          dtype=jnp.dtype(config.model.dtype), norm=norm,
-                          norm_groups=groups)
+  m = config.model
+  return Segmenter(width=m.width, dtype=jnp.dtype(m.dtype), norm=norm,
+                   norm_groups=groups, skip=m.skip, levels=m.levels,
+                   widths=widths(config))
+
+
+def multiple(config) -> int:
+  """What the segmenter's input sides must be a multiple of: 2 ** levels."""
+  return 2 ** int(config.model.levels)
+
+
+def input_multiple(config, floor: int = 32) -> int:
+  """Whole-image canvas sides of a stage built on the segmenter: a multiple
+  of `multiple(config)` and of `floor` (`CoarseMethod.input_multiple`'s 32,
+  so the paper's canvases are those they were)."""
+  return math.lcm(floor, multiple(config))
 
 
 def segmentation_loss(config, stage_name: str) -> losses.SegmentationLoss:
@@ -57,11 +78,19 @@ def segmentation_loss(config, stage_name: str) -> losses.SegmentationLoss:
 
 
 def check_segmenter_config(config) -> None:
-  """The segmenter pools twice: the image size must divide by 4."""
+  """config.model's segmenter fields; the image size must divide by
+  2 ** levels (its 2x poolings)."""
+  m = config.model
+  if not (isinstance(m.levels, int) and not isinstance(m.levels, bool)
+          and m.levels in LEVELS):
+    raise UserInputError(f'config.model.levels: {m.levels!r} must be one of '
+                         f'{LEVELS} (2x poolings; the paper has 2)')
   size = config.data.image_size
-  if not isinstance(size, int) or size % 4:
-    raise UserInputError(f'config.data.image_size: {size!r} must be a multiple '
-                         'of 4 (two 2x poolings of the segmenter)')
+  if not isinstance(size, int) or size % multiple(config):
+    raise UserInputError(
+        f'config.data.image_size: {size!r} must be a multiple of '
+        f'{multiple(config)} (2^levels: the segmenter pools '
+        f'config.model.levels={m.levels} times)')
   if config.model.width < 1:
     raise UserInputError('config.model.width: must be >= 1')
   norm, groups = _norm(config)
@@ -70,6 +99,17 @@ def check_segmenter_config(config) -> None:
                          f'{NORMS}')
   if groups < 1:
     raise UserInputError('config.model.norm_groups: must be >= 1')
+  if m.skip not in SKIPS:
+    raise UserInputError(f'config.model.skip: {m.skip!r} must be one of '
+                         f'{SKIPS}')
+  given = m.widths
+  if not (isinstance(given, (tuple, list)) and all(
+      isinstance(c, int) and not isinstance(c, bool) and c >= 1
+      for c in given)) or (given and len(given) != m.levels + 1):
+    raise UserInputError(
+        f'config.model.widths: {given!r} must be () (width * 2^level) or '
+        f'{m.levels + 1} integers >= 1, one per level (config.model.levels='
+        f'{m.levels})')
   for name in ('cas', 'fas'):
     segmentation_loss(config, name)
 

@@ -83,6 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # Compute dtype ('bfloat16' on accelerators); params f32.
   config.model.norm = 'batch'  # TASAD segmenter's normalisation: 'batch' (paper) or 'group' (per sample).
   config.model.norm_groups = 8  # GroupNorm groups with norm='group' (the gcd with each layer's channels).
+  config.model.skip = 'none'  # TASAD segmenter's skip connections: 'none' (paper), 'concat' or 'add' (U-Net style, ours).
+  config.model.levels = 2  # TASAD segmenter's 2x poolings: 2 (paper), 3 or 4 (ours); data.image_size must divide by 2^levels.
+  config.model.widths = ()  # TASAD segmenter's channels per level, levels + 1 of them (() = width * 2^level, the paper's).
   config.model.cas_loss = ('mse', 'ssim')  # CAS loss terms, summed: paper 'mse' + 'ssim' (1 - SSIM) on the raw map; 'focal', 'bce' or 'dice' make the output a logit and the map its sigmoid (core/losses.py).
   config.model.fas_loss = ('mse',)  # FAS loss terms (paper: 'mse'), as cas_loss.
   config.model.cas_loss_weights = ()  # One weight per cas_loss term (() = all 1).
