@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasad_jax.config import schema
+from tasad_jax.config import saved, schema
 from tasad_jax.core import losses, sharding, train_state
 from tasad_jax.fine import stages
+from tasad_jax.runtime.errors import UserInputError
 
 
 def _mask():
@@ -140,3 +141,15 @@ def test_both_stages_map_through_their_loss(tiny_config):
                              jax.nn.sigmoid(raw), rtol=1e-6)
   np.testing.assert_allclose(fine.apply(fine_vars, x), jax.nn.sigmoid(
       fine.model.apply(fine_vars, x, train=False)), rtol=1e-6)
+
+
+def test_a_workdir_is_read_with_the_map_it_was_trained_for(tiny_config,
+                                                           tiny_workdir):
+  """A workdir trained on raw maps refuses a logit loss (its maps would be
+  read as sigmoids), in one line naming the field; other terms are fine."""
+  tiny_config.model.cas_loss = ('focal',)
+  with pytest.raises(UserInputError, match=r'^config\.model\.cas_loss: .*raw'):
+    saved.check_matches(tiny_config, tiny_workdir)
+  tiny_config.model.cas_loss = ('mse',)
+  tiny_config.model.fas_loss = ('mse', 'ssim')
+  saved.check_matches(tiny_config, tiny_workdir)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import ml_collections
 
 from tasad_jax.config.presets import default
+from tasad_jax.core import losses
 from tasad_jax.runtime import fileio
 from tasad_jax.runtime.errors import UserInputError
 
@@ -116,7 +117,9 @@ def check_matches(config, workdir: str) -> None:
   """Raises UserInputError naming the first network field of `config` that
   differs from the workdir's saved config (none saved: nothing to match), or
   config.train.ema_decay when one keeps a moving average of the parameters
-  and the other not (the checkpoints hold it or not; its value may change)."""
+  and the other not (the checkpoints hold it or not; its value may change),
+  or a stage's loss when one makes the network's output a logit (its map a
+  sigmoid) and the other not (its terms and weights may change)."""
   if read(workdir) is None:
     return
   trained = load(workdir)
@@ -133,6 +136,13 @@ def check_matches(config, workdir: str) -> None:
         f'config.train.ema_decay: {current!r}, but {workdir} was trained with '
         f'{value!r} (its checkpoints {held} moving average of the parameters); '
         f'set it {"> 0" if value else "to 0"} ({path(workdir)})')
+  for stage in ('cas', 'fas'):
+    current, value = (tuple(c.model[f'{stage}_loss']) for c in (config, trained))
+    if losses.on_logits(current) != losses.on_logits(value):
+      maps = 'sigmoids of logits' if losses.on_logits(value) else 'raw outputs'
+      raise UserInputError(
+          f'config.model.{stage}_loss: {current!r}, but {workdir} was trained '
+          f'with {value!r}, whose maps are {maps} ({path(workdir)})')
 
 
 def write(config, workdir: str) -> None:

@@ -71,6 +71,11 @@ LOGIT_TERMS = ('focal', 'bce', 'dice')
 TERMS = MAP_TERMS + LOGIT_TERMS
 
 
+def on_logits(terms) -> bool:
+  """Whether a loss of `terms` makes the output a logit, the map its sigmoid."""
+  return any(t in LOGIT_TERMS for t in terms)
+
+
 def bce(logits: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean binary cross-entropy of logits against a {0, 1} (or soft) mask."""
   logits = logits.astype(jnp.float32)
@@ -140,7 +145,7 @@ class SegmentationLoss:
   @property
   def on_logits(self) -> bool:
     """Whether the output is a logit, so that the map is its sigmoid."""
-    return any(t in LOGIT_TERMS for t in self.terms)
+    return on_logits(self.terms)
 
   def to_map(self, output: jax.Array) -> jax.Array:
     """The anomaly map of the network's output (a copy-free identity for the
