@@ -51,12 +51,25 @@ def pytest_sessionfinish(session):
   LAUNCHER.close()
 
 
-# The files that take longest (`pytest --durations`), heaviest first: handed
-# out first to the `-n 2 --dist loadfile` workers, they do not end the run
-# alone. Order only; the list need not be complete.
-HEAVY_FIRST = ('test_multihost.py', 'test_methods.py', 'test_train.py',
-               'test_reliability.py', 'test_cavga.py', 'test_bench.py',
-               'test_anoseg.py', 'test_checkpoint_integrity.py')
+# The files that take longest (`pytest --durations=0`, seconds summed per
+# file), heaviest first: handed out first to the `-n 2 --dist loadfile`
+# workers, they do not end the run alone. Order only; the list need not be
+# complete (files not in it follow, in collection order).
+# test_method_contract.py comes after each method's own file: it reads
+# their `method_runs` workdirs instead of waiting on a run in progress.
+HEAVY_FIRST = ('test_benchmark.py', 'test_multihost.py', 'test_train.py',
+               'test_tiling.py', 'test_bench.py', 'test_draem.py',
+               'test_methods.py', 'test_anoseg.py', 'test_cavga.py',
+               'test_reliability.py', 'test_checkpoint_integrity.py',
+               'test_method_contract.py')
+
+
+def pytest_configure(config):
+  # pytest-xdist (>= 3.6) reorders loadfile's files by their number of
+  # tests unless told not to, which would undo HEAVY_FIRST: a file of a few
+  # slow tests would start last and end the run alone.
+  if hasattr(config.option, 'loadscopereorder'):
+    config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):
