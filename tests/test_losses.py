@@ -114,6 +114,7 @@ def test_a_logit_loss_makes_the_map_a_sigmoid_and_sums_weighted_terms():
     ('fas_loss', ('mse', 'mse'), 'config.model.fas_loss:'),
     ('fas_loss', (), 'config.model.fas_loss:'),
     ('cas_loss_weights', (1.0,), 'config.model.cas_loss_weights:'),
+    ('cas_loss_weights', ('one', 'two'), 'config.model.cas_loss_weights:'),
     ('fas_loss_weights', (-1.0,), 'config.model.fas_loss_weights:'),
     ('focal_gamma', -1.0, 'config.model.focal_gamma:'),
     ('focal_alpha', 2.0, 'config.model.focal_alpha:'),

@@ -7,9 +7,9 @@ carved from a category's normal training images.
       --config.data.root=val --config.eval.folder=eval_validation
 
 The normal images training holds out for its thresholds, each also with a
-synthetic pore, crack, blotch or shade (`--kinds`) and its exact mask, in MVTec layout at native
-size (`tasad_jax.data.synthetic_validation`): choose settings on this, not on
-the test split.
+synthetic pore, crack, blotch or shade (`--kinds`) and its exact mask, in
+MVTec layout at native size (`tasad_jax.data.synthetic_validation`): choose
+settings on this, not on the test split.
 """
 
 import os

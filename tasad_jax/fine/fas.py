@@ -162,8 +162,8 @@ class FineStage(stage.Stage):
 
   @property
   def input_multiple(self) -> int:
-    """Whole-image canvas sides: a multiple of this (its poolings)."""
-    return segmenter_stage.input_multiple(self.config)
+    """Whole-image canvas sides: a multiple of this (2 ** its poolings)."""
+    return segmenter_stage.multiple(self.config)
 
   def check_config(self) -> None:
     segmenter_stage.check_segmenter_config(self.config)

@@ -178,10 +178,6 @@ class AnoSeg(base.CoarseMethod):
                                m.levels, segmenter_stage.widths(config))
     self.discriminator = Discriminator(s.disc_width, s.disc_layers, dtype)
 
-  @property
-  def input_multiple(self) -> int:  # config.model.levels' poolings.
-    return segmenter_stage.input_multiple(self.config)
-
   def check_config(self) -> None:
     segmenter_stage.check_segmenter_config(self.config)
     s, field = self.settings, 'config.coarse.anoseg.'

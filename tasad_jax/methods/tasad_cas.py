@@ -20,7 +20,6 @@ from tasad_jax.methods import base, registry
 from tasad_jax.models.segmenter_stage import (  # pylint: disable=unused-import
     NETWORK, check_segmenter_config, schedule, segmentation_loss, segmenter,
     segmenter_images, segmenter_phase, segmenter_state)
-from tasad_jax.models import segmenter_stage
 
 
 @registry.register
@@ -34,10 +33,6 @@ class TasadCas(base.CoarseMethod):
     super().__init__(config)
     self.model = segmenter(config)
     self.loss = segmentation_loss(config, 'cas')
-
-  @property
-  def input_multiple(self) -> int:  # config.model.levels' poolings.
-    return segmenter_stage.input_multiple(self.config)
 
   def check_config(self) -> None:
     check_segmenter_config(self.config)

@@ -100,6 +100,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 NORMS = ('batch', 'group')
 SKIPS = ('none', 'concat', 'add')
+# 2 ** max(LEVELS) divides `CoarseMethod.input_multiple` (32), so the coarse
+# methods built on the segmenter keep the canvases they had at 2 levels.
 LEVELS = (2, 3, 4)
 
 

@@ -9,7 +9,6 @@ this module is that shared piece, so none of them imports another.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable
 
 import jax
@@ -52,29 +51,32 @@ def multiple(config) -> int:
   return 2 ** int(config.model.levels)
 
 
-def input_multiple(config, floor: int = 32) -> int:
-  """Whole-image canvas sides of a stage built on the segmenter: a multiple
-  of `multiple(config)` and of `floor` (`CoarseMethod.input_multiple`'s 32,
-  so the paper's canvases are those they were)."""
-  return math.lcm(floor, multiple(config))
-
-
 def segmentation_loss(config, stage_name: str) -> losses.SegmentationLoss:
   """The loss of stage 'cas' or 'fas' (`config.model.<stage>_loss`, its
   weights and the focal term's settings), which also says how the
   segmenter's output becomes the map (`SegmentationLoss.to_map`)."""
   m = config.model
   field = f'{stage_name}_loss'
+  values = []
+  for name, read, kind in (
+      (field, tuple, 'a tuple of term names'),
+      (f'{field}_weights', _floats, 'a tuple of numbers'),
+      ('focal_gamma', float, 'a number'), ('focal_alpha', float, 'a number')):
+    try:
+      values.append(read(m[name]))
+    except (TypeError, ValueError):
+      raise UserInputError(
+          f'config.model.{name}: {m[name]!r} is not {kind}') from None
   try:
-    return losses.SegmentationLoss(
-        tuple(m[field]), tuple(float(w) for w in m[f'{field}_weights']),
-        float(m.focal_gamma), float(m.focal_alpha))
-  except ValueError as e:
-    what, message = e.args if len(e.args) == 2 else ('terms', str(e))
+    return losses.SegmentationLoss(*values)
+  except ValueError as e:  # (what, message): what names the field.
+    what, message = e.args
     name = {'terms': field, 'weights': f'{field}_weights'}.get(what, what)
     raise UserInputError(f'config.model.{name}: {message}') from None
-  except TypeError as e:
-    raise UserInputError(f'config.model.{field}: {e}') from None
+
+
+def _floats(values) -> tuple[float, ...]:
+  return tuple(float(v) for v in values)
 
 
 def check_segmenter_config(config) -> None:
