@@ -31,9 +31,7 @@ checkout, carry `.device_deps` and run with `PYTHONPATH=.device_deps`.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,18 +44,7 @@ from tasad_jax.fine import fas
 from tasad_jax.inference import two_stage
 from tasad_jax import methods
 from tasad_jax.core import sharding, stage
-
-
-def _median_s(fn, warmup: int, repeats: int) -> float:
-  """Median wall seconds of `fn()` over `repeats` calls after `warmup`."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+import timing  # pylint: disable=g-import-not-at-top
 
 
 def _flops(lowered) -> float:
@@ -76,7 +63,7 @@ def measure_peak(size: int, warmup: int, repeats: int) -> float:
   """FLOP/s of a [size, size] x [size, size] bf16 matmul on the device."""
   a = jnp.ones((size, size), jnp.bfloat16)
   matmul = jax.jit(lambda x, y: x @ y)
-  seconds = _median_s(lambda: matmul(a, a).block_until_ready(), warmup, repeats)
+  seconds = timing.median_seconds(lambda: matmul(a, a).block_until_ready(), warmup, repeats)
   return 2.0 * size ** 3 / seconds
 
 
@@ -123,7 +110,7 @@ def time_phase(trained: stage.Stage, mesh, batch: int, size: int, args,
 
   with jax.set_mesh(mesh):  # Lowered and called in one context: traced once.
     flops = _flops(program.lower(state, inputs, context))
-    return _median_s(run, args.warmup, args.repeats), flops
+    return timing.median_seconds(run, args.warmup, args.repeats), flops
 
 
 def bench_batch(config, mesh, batch: int, peak: float, args) -> dict:
@@ -163,7 +150,7 @@ def bench_batch(config, mesh, batch: int, peak: float, args) -> dict:
         fine_stage, cas_variables,
         fine_stage.inference_variables(fine_stage.create_state(mesh)),
         fas.refine_params(config, training=False), mesh, on_device=on_device)
-    seconds = _median_s(lambda runner=runner: runner(images), args.warmup,
+    seconds = timing.median_seconds(lambda runner=runner: runner(images), args.warmup,
                         args.repeats)
     rates[on_device] = batch / seconds
     flops = 0.0
@@ -226,7 +213,7 @@ def bench_torch(args, jax_step_s: float, batch: int) -> None:
     if device == 'cuda':
       torch.cuda.synchronize()
 
-  seconds = _median_s(run, args.warmup, args.repeats)
+  seconds = timing.median_seconds(run, args.warmup, args.repeats)
   print(json.dumps({
       'bench': 'accelerator', 'what': 'torch_cas_step', 'device': device,
       'torch': torch.__version__, 'compiled': compiled, 'batch': batch,

@@ -58,7 +58,8 @@ def pytest_sessionfinish(session):
 # test_method_contract.py comes after each method's own file: it reads
 # their `method_runs` workdirs instead of waiting on a run in progress.
 HEAVY_FIRST = ('test_benchmark.py', 'test_multihost.py', 'test_train.py',
-               'test_tiling.py', 'test_bench.py', 'test_draem.py',
+               'test_tiling.py', 'test_onnx_export.py', 'test_bench.py',
+               'test_draem.py',
                'test_methods.py', 'test_anoseg.py', 'test_cavga.py',
                'test_reliability.py', 'test_checkpoint_integrity.py',
                'test_method_contract.py')
@@ -176,6 +177,18 @@ def tiny_workdir():
   from tasad_jax.training import trainer  # pylint: disable=g-import-not-at-top
   return shared_workdir(
       'tiny', lambda path: trainer.train_and_evaluate(tiny.get_config(), path))
+
+
+@pytest.fixture(scope='session')
+def tiny_onnx(tiny_workdir):
+  """The tiny workdir's program exported to ONNX once per session (a
+  conversion takes about a minute): the file's path."""
+  from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
+
+  def write(path):
+    os.makedirs(path)
+    export.export(tiny_workdir, os.path.join(path, 'model.onnx'), 'onnx')
+  return os.path.join(shared_workdir('tiny_onnx', write), 'model.onnx')
 
 
 @pytest.fixture(scope='session')

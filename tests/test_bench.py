@@ -31,8 +31,10 @@ TINY_ARGS = {
     'line_speed.py': ['--images', '3', '--size', '40x50', '--jitter', '0.3',
                       '--workdir', '{workdir}'],
     'segmenter_options.py': ['--bases', '4', '--size', '32'],
+    'runtimes.py': ['--workdir', '{workdir}', '--onnx', '{onnx}', '--batches',
+                    '1', '2', '--repeats', '1'],
 }
-HELPERS = {'torch_reference.py', 'workdirs.py'}  # Imported by the benches, not run.
+HELPERS = {'timing.py', 'torch_reference.py', 'workdirs.py'}  # Imported by the benches, not run.
 # Run with TensorFlow, tfds and clu made unimportable: the accelerator image
 # has none of them (BENCHMARKS.md), so the model benches must not need them.
 WITHOUT_TENSORFLOW = {'accelerator.py', 'inference.py',
@@ -57,7 +59,10 @@ def test_bench_runs_at_tiny_size(script, tmp_path, request):
   write_tree(root, 'widget')
   workdir = (request.getfixturevalue('tiny_workdir')
              if any('{workdir}' in a for a in TINY_ARGS[script]) else '')
-  args = [a.format(root=root, workdir=workdir) for a in TINY_ARGS[script]]
+  onnx = (request.getfixturevalue('tiny_onnx')
+          if any('{onnx}' in a for a in TINY_ARGS[script]) else '')
+  args = [a.format(root=root, workdir=workdir, onnx=onnx)
+          for a in TINY_ARGS[script]]
   env = dict(os.environ)
   if script in WITHOUT_TENSORFLOW:
     (tmp_path / 'site').mkdir()

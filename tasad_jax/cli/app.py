@@ -12,7 +12,7 @@ import sys
 from typing import Any, Callable
 
 from tasad_jax.config import presets
-from tasad_jax.runtime import errors, launcher
+from tasad_jax.runtime import errors
 
 
 def config_argv(argv: list[str]) -> list[str]:
@@ -38,7 +38,8 @@ def run(main: Callable[[list[str]], Any], define_flags: Callable[[], None],
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   define_flags()
   entry = errors.cli_main(main)
-  if launch:
+  if launch:  # Imported here: `predict.py --model` runs without JAX.
+    from tasad_jax.runtime import launcher  # pylint: disable=g-import-not-at-top
     entry = launcher.launcher_main(entry, lambda: flags.FLAGS.config)
   sys.argv = config_argv(sys.argv if argv is None else argv)
   app.run(entry, argv=sys.argv, flags_parser=errors.parse_flags)

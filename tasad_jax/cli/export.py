@@ -4,7 +4,9 @@
   tasad-export --workdir=runs/bottle --output=bottle_savedmodel --format=saved_model
 
 `stablehlo` (default) serialises the two-stage program with `jax.export`, batch
-dimension symbolic; `saved_model` writes a TensorFlow SavedModel via jax2tf.
+dimension symbolic; `saved_model` writes a TensorFlow SavedModel via jax2tf;
+`onnx` an ONNX model via jax2onnx (batch symbolic; its metadata holds the
+input contract and the thresholds).
 A model trained with `config.data.resize` 'pad' or 'tile' is exported for one
 image size, `--height` and `--width`, with its padding or tiling inside.
 """
@@ -20,8 +22,9 @@ def define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
   flags.DEFINE_integer('restore_step', 0, 'Checkpoint step of each stage to '
                        'use (0 = the latest).')
-  flags.DEFINE_string('output', None, 'File (stablehlo) or folder (saved_model).')
-  flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'saved_model'],
+  flags.DEFINE_string('output', None, 'File (stablehlo, onnx) or folder '
+                      '(saved_model).')
+  flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'saved_model', 'onnx'],
                     'Serialisation format.')
   flags.DEFINE_integer('height', 0, "Image height to serve ('pad' and 'tile' "
                        'models; squash models take the training size).')
@@ -35,7 +38,8 @@ def main(argv):
   height, width = export.export(FLAGS.workdir, FLAGS.output, FLAGS.format,
                                 FLAGS.height, FLAGS.width, FLAGS.restore_step)
   print(f'Wrote {FLAGS.output} ({FLAGS.format}, images [batch, {height}, '
-        f'{width}, 3] float32 in [0, 1])')
+        f'{width}, 3] float32 RGB in [0, 1] -> anomaly_maps [batch, {height}, '
+        f'{width}], scores [batch])')
 
 
 def run(argv=None) -> None:

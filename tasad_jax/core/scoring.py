@@ -48,16 +48,32 @@ def max_of_mean_filter(maps: jax.Array, window: int = SCORE_WINDOW,
   over the `centres` [N, H, W] (default: `valid`) when given."""
   if valid is not None:
     maps = jnp.where(valid[..., None], maps, 0.0)
-  # Separable: a column sum then a row sum, 2w additions a pixel, not w².
-  summed = maps
-  for dims in ((1, window, 1, 1), (1, 1, window, 1)):
-    summed = jax.lax.reduce_window(summed, 0.0, jax.lax.add, dims,
-                                   (1, 1, 1, 1), 'SAME')
-  means = summed / (window * window)
+  means = _window_sums(maps, window) / (window * window)
   centres = valid if centres is None else centres
   if centres is not None:
     means = jnp.where(centres[..., None], means, -jnp.inf)
   return jnp.max(means, axis=(1, 2, 3))
+
+
+def _window_sums(maps: jax.Array, window: int) -> jax.Array:
+  """Sums over `window` x `window` (zero padding) of maps [N, H, W, 1].
+
+  Separable: a column sum then a row sum, 2w additions a pixel, not w². Each
+  sum adds the shifted copies in window order, which on XLA:CPU is
+  `reduce_window`'s result to the bit and at its speed, and exports where
+  `reduce_window` does not (OpenVINO takes no 6-D convolution).
+  """
+  low = (window - 1) // 2  # XLA's 'SAME' padding.
+  for axis in (1, 2):
+    n = maps.shape[axis]
+    pads = [(0, 0)] * maps.ndim
+    pads[axis] = (low, window - 1 - low)
+    padded = jnp.pad(maps, pads)
+    total = jnp.zeros_like(maps)
+    for k in range(window):
+      total = total + jax.lax.slice_in_dim(padded, k, k + n, axis=axis)
+    maps = total
+  return maps
 
 
 def top_k_mean(maps: jax.Array, k: int, valid: jax.Array | None = None

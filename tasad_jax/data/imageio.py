@@ -114,6 +114,28 @@ def read_mask(path: str) -> np.ndarray:
   return (array > threshold).astype(np.uint8)
 
 
+def as_uint8_rgb(image: np.ndarray) -> np.ndarray:
+  """uint8 RGB of an image array; floats in [0, 1] (or 0..255) must be
+  finite: a NaN image is refused, not scored as a black one."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    if np.issubdtype(image.dtype, np.floating):
+      if not np.isfinite(image).all():
+        raise UserInputError(f'image of shape {image.shape}: NaN or infinite '
+                             'values; give finite floats in [0, 1]')
+      if image.max(initial=0) <= 1.0:
+        image = image * np.float32(255.0)
+    image = np.clip(image, 0, 255).round().astype(np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+    raise UserInputError(f'image of shape {image.shape}: expected HxW, HxWx1, '
+                         'HxWx3 or HxWx4')
+  if image.shape[-1] in (2, 4):
+    image = image[..., :-1]
+  return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image
+
+
 def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
   """(height, width) of a square side or a (height, width) pair."""
   return (size, size) if isinstance(size, (int, np.integer)) else tuple(size)

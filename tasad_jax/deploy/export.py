@@ -5,7 +5,11 @@
 * A TensorFlow SavedModel through `jax2tf` for TF Serving users (signature
   `serving_default`: float32 images [batch, H, W, 3] in [0, 1]).
 
-Both return the anomaly maps [batch, H, W] and the image scores [batch] of
+* ONNX through `jax2onnx` (ONNX Runtime, OpenVINO, TensorRT): opset
+  `ONNX_OPSET`, batch dimension symbolic, the input contract and the
+  thresholds in the model's metadata (`onnx_metadata`).
+
+All return the anomaly maps [batch, H, W] and the image scores [batch] of
 coarse+FAS (or the coarse stage alone when no FAS checkpoint exists), with
 the trained parameters baked in as constants. A 'squash' model takes images
 at the training size S x S; 'pad' and 'tile' models are exported for one
@@ -77,7 +81,60 @@ def export_saved_model(model, path: str, height: int = 0, width: int = 0
       module, tmp, signatures={'serving_default': module.serve}))
 
 
-FORMATS = {'stablehlo': export_stablehlo, 'saved_model': export_saved_model}
+ONNX_OPSET = 21  # ONNX Runtime >= 1.18, OpenVINO >= 2024.2.
+
+
+def onnx_metadata(model, height: int, width: int) -> dict[str, str]:
+  """The exported model's contract, stored in an ONNX model's metadata:
+  what the input is, what the outputs are, and the decision thresholds."""
+  meta = {
+      'tasad_jax.input': (f'images: float32 [batch, {height}, {width}, 3], '
+                          'RGB in [0, 1] (grey images repeated to 3 channels)'),
+      'tasad_jax.outputs': (f'anomaly_maps: float32 [batch, {height}, '
+                            f'{width}]; scores: float32 [batch]'),
+      'tasad_jax.output': model.method,
+      'tasad_jax.resize': model.geometry.mode,
+      'tasad_jax.coarse_method': str(model.config.coarse.name),
+  }
+  for kind in ('image', 'pixel'):
+    if kind in model.thresholds:
+      meta[f'tasad_jax.{kind}_threshold'] = repr(float(model.thresholds[kind]))
+  return meta
+
+
+def export_onnx(model, path: str, height: int = 0, width: int = 0) -> None:
+  """Writes the program as an ONNX model (`jax2onnx`) to `path`."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  # jax2onnx logs the plugins it skips (for libraries or jax versions not
+  # used here), onnx_ir every untyped shape, and the plugins print.
+  for name in ('jax2onnx', 'onnx_ir'):
+    logging.getLogger(name).setLevel(logging.ERROR)
+  try:
+    import jax2onnx  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserInputError("--format=onnx needs jax2onnx and onnx: pip install "
+                         "'tasad_jax[onnx]'") from None
+  h, w = image_shape(model.geometry, height, width)
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(max(level, logging.WARNING))  # It logs its arguments at INFO.
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      proto = jax2onnx.to_onnx(program(model, h, w), [('batch', h, w, 3)],
+                               model_name='tasad_jax', opset=ONNX_OPSET,
+                               input_names=['images'],
+                               output_names=['anomaly_maps', 'scores'])
+  finally:
+    root.setLevel(level)
+  for key, value in onnx_metadata(model, h, w).items():
+    proto.metadata_props.add(key=key, value=value)
+  fileio.write_bytes(path, proto.SerializeToString())
+
+
+FORMATS = {'stablehlo': export_stablehlo, 'saved_model': export_saved_model,
+           'onnx': export_onnx}
 
 
 def export(workdir: str, output: str, format_: str = 'stablehlo',

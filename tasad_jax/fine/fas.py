@@ -65,8 +65,9 @@ class FineInput:
   """Coarse stage -> fine-stage input, on device or on the host."""
 
   def __init__(self, coarse: methods.CoarseMethod, params: selection.RefineParams,
-               on_device: bool):
+               on_device: bool, unroll: bool = False):
     self.coarse, self.params, self.on_device = coarse, params, on_device
+    self.unroll = unroll  # SLIC's loop written out, for exported programs.
     self.tile_pixels = int(coarse.config.data.image_size) ** 2
 
   def params_for(self, pixels: int) -> selection.RefineParams:
@@ -83,8 +84,8 @@ class FineInput:
     The coarse stage is frozen: no gradient flows into it.
     """
     outputs = jax.lax.stop_gradient(self.coarse.outputs(coarse_variables, images))
-    return outputs, selection.fas_inputs_device(outputs['map'], images,
-                                             self.params)[0]
+    return outputs, selection.fas_inputs_device(
+        outputs['map'], images, self.params, unroll=self.unroll)[0]
 
   def device_in_boxes(self, coarse_maps: jax.Array, images: jax.Array,
                       boxes: jax.Array) -> jax.Array:
@@ -92,7 +93,7 @@ class FineInput:
     with their coarse maps [N, H, W, 1] and boxes [N, 4], jit-able."""
     params = self.params_for(images.shape[1] * images.shape[2])
     return selection.fas_inputs_device(coarse_maps, images, params,
-                                       boxes=boxes)[0]
+                                       boxes=boxes, unroll=self.unroll)[0]
 
   def seeded_in_boxes(self, coarse_maps: jax.Array, boxes: jax.Array
                       ) -> jax.Array:

@@ -110,62 +110,84 @@ def box_mask(boxes, height: int, width: int):
   return (ys >= top) & (ys < top + h) & (xs >= left) & (xs < left + w)
 
 
-def _neighbours_in_box(r, boxes):
-  """The 3 x 3 neighbourhoods [N, H, W, 9] of r [N, H, W], each index clamped
-  to its image's box (edges repeated, as 'nearest' on the cropped image)."""
+def _median9(values: list):
+  """The elementwise median of 9 arrays by a min/max network (Paeth's 19
+  exchanges; a selection, so exactly the sort's middle value). Sorting
+  networks export to ONNX and TFLite, where a sort of the last axis does not."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  n, h, w = r.shape
-  top, left = boxes[:, 0, None], boxes[:, 1, None]
-  bottom, right = top + boxes[:, 2, None] - 1, left + boxes[:, 3, None] - 1
+  p = list(values)
+  for a, b in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5),
+               (7, 8), (0, 3), (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7),
+               (4, 2), (6, 4), (4, 2)):
+    p[a], p[b] = jnp.minimum(p[a], p[b]), jnp.maximum(p[a], p[b])
+  return p[4]
+
+
+def _window3(r, boxes):
+  """The 3 x 3 neighbours of r [N, H, W], 9 arrays [N, H, W]: edges repeated
+  at the canvas's border and, with `boxes` [N, 4], at each image's box
+  (scipy's 'nearest' on the cropped image; pixels outside a box get
+  values no one reads)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
+  _, h, w = r.shape
+  padded = device_slic.pad_hw(r, 1, 'edge')
+  ys, xs = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
   out = []
   for dy in (-1, 0, 1):
-    ys = jnp.clip(jnp.arange(h)[None] + dy, top, bottom)
-    rows = jnp.take_along_axis(r, ys[:, :, None], axis=1)
+    rows = padded[:, 1 + dy:1 + dy + h]
+    if boxes is not None and dy:  # The box's own edge row instead.
+      top, height = boxes[:, 0, None, None], boxes[:, 2, None, None]
+      inside = (ys + dy >= top) & (ys + dy < top + height)
+      rows = jnp.where(inside, rows, padded[:, 1:1 + h])
     for dx in (-1, 0, 1):
-      xs = jnp.clip(jnp.arange(w)[None] + dx, left, right)
-      out.append(jnp.take_along_axis(rows, xs[:, None, :], axis=2))
-  return jnp.stack(out, axis=-1)
+      cell = rows[:, :, 1 + dx:1 + dx + w]
+      if boxes is not None and dx:
+        left, width = boxes[:, 1, None, None], boxes[:, 3, None, None]
+        inside = (xs + dx >= left) & (xs + dx < left + width)
+        cell = jnp.where(inside, cell, rows[:, :, 1:1 + w])
+      out.append(cell)
+  return out
 
 
 def seeds_device(coarse, params: RefineParams, boxes=None):
   """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W],
-  of the pixels in `boxes` [N, 4] only when given."""
-  import jax  # pylint: disable=g-import-not-at-top
+  of the pixels in `boxes` [N, 4] only when given.
+
+  Written without scatters, sorts or data-dependent gathers (a histogram of
+  comparisons, table lookups as comparisons, a median network), so that the
+  program exports to ONNX and TFLite; the results are the same integers.
+  """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
   r = jnp.clip(jnp.nan_to_num(jnp.abs(coarse) * 255.0, nan=0.0, posinf=255.0),
                0, 255).astype(jnp.int32)
   n, h, w = r.shape
   valid = (jnp.ones(r.shape, bool) if boxes is None
            else box_mask(boxes, h, w))
-  counts = jax.vmap(lambda v, m: jnp.zeros(256, jnp.int32).at[v.ravel()].add(
-      m.ravel().astype(jnp.int32)))(r, valid)
+  levels = jnp.arange(256, dtype=jnp.int32)
+  onehot = r.reshape(n, -1, 1) == levels  # [N, HW, 256]
+  counts = jnp.sum(onehot & valid.reshape(n, -1, 1), axis=1, dtype=jnp.int32)
   limit = params.histogram_fraction * counts.max(axis=1, keepdims=True)
-  keep = counts <= limit
-  r = jnp.where(jnp.take_along_axis(keep, r.reshape(n, -1), axis=1)
-                .reshape(r.shape), r, 0)
-  if boxes is None:
-    padded = device_slic.pad_hw(r, 1, 'edge')
-    window = jnp.stack([padded[:, dy:dy + h, dx:dx + w]
-                        for dy in range(3) for dx in range(3)], axis=-1)
-  else:
-    window = _neighbours_in_box(r, boxes)
-  median = jnp.sort(window, axis=-1)[..., 4]
+  keep = counts <= limit  # [N, 256]
+  kept = jnp.any(onehot & keep[:, None, :], axis=-1).reshape(r.shape)
+  r = jnp.where(kept, r, 0)
+  median = _median9(_window3(r, boxes))
   return (median > params.seed_threshold) & valid
 
 
 def fas_inputs_device(coarse, images, params: RefineParams, labels=None,
-                      boxes=None):
+                      boxes=None, unroll: bool = False):
   """Steps 1-5 on device: coarse [N, H, W, 1], images [N, H, W, 3] in [0, 1].
 
   Args:
     coarse: the coarse stage's maps.
     images: the images the maps were computed from.
     params: thresholds and SLIC parameters.
-    labels: superpixels [N, H, W] (from 1); None computes them with
-      `tasad_jax.fine.slic.slic`.
+    labels: superpixels [N, H, W] (from 1) to use instead of computing them
+      with `tasad_jax.fine.slic` (a scatter: JAX only, not exported).
     boxes: [N, 4] (top, left, height, width) of each image on its padded
       canvas, or None for the whole canvas.
+    unroll: SLIC's iterations written out (`slic.assign`), for ONNX.
 
   Returns:
     (FAS input [N, H, W, 3], kept region [N, H, W] bool).
@@ -175,16 +197,18 @@ def fas_inputs_device(coarse, images, params: RefineParams, labels=None,
   from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
   seed_map = seeds_device(coarse[..., 0], params, boxes)
   if labels is None:
-    labels = device_slic.slic(images, params.n_segments, params.compactness,
-                              params.sigma)
-  n = labels.shape[0]
-  flat = labels.reshape(n, -1)
-  size = int(np.prod(labels.shape[1:])) + 1  # Labels never exceed the pixels.
-  kept = jax.vmap(lambda l, s: jnp.zeros(size, bool).at[l].max(s))(
-      flat, seed_map.reshape(n, -1))
-  region = jnp.take_along_axis(kept, flat, axis=1).reshape(labels.shape)
+    choice = device_slic.assign(images, params.n_segments, params.compactness,
+                                params.sigma, unroll=unroll)
+    region = device_slic.regions(choice, seed_map, params.n_segments)
+  else:
+    n = labels.shape[0]
+    flat = labels.reshape(n, -1)
+    size = int(np.prod(labels.shape[1:])) + 1  # Labels never exceed the pixels.
+    kept = jax.vmap(lambda l, s: jnp.zeros(size, bool).at[l].max(s))(
+        flat, seed_map.reshape(n, -1))
+    region = jnp.take_along_axis(kept, flat, axis=1).reshape(labels.shape)
   if boxes is not None:
-    region &= box_mask(boxes, *labels.shape[1:])
+    region &= box_mask(boxes, *images.shape[1:3])
   x = images * region[..., None]
   top = x.max(axis=(1, 2, 3), keepdims=True)
   return jnp.where(top > 1.0, x / (top + 0.005), x), region

@@ -114,25 +114,35 @@ def _neighbours(grid: jax.Array) -> jax.Array:
 
 
 def _scatter_to_centres(per_candidate: jax.Array) -> jax.Array:
-  """Inverse of `_neighbours`: adds [N, GY, GX, 9, F] into the cells [N, GY, GX, F]."""
-  n, gy, gx, _, f = per_candidate.shape
-  out = jnp.zeros((n, gy + 2, gx + 2, f), per_candidate.dtype)
+  """Inverse of `_neighbours`: adds [N, GY, GX, 9, F] into the cells [N, GY, GX, F].
+
+  Nine pads and adds, in the order of `_SHIFTS` (a scatter-add's result to
+  the bit), not a scatter: exporters to ONNX and TFLite take these.
+  """
+  _, gy, gx, _, _ = per_candidate.shape
+  out = jnp.zeros_like(per_candidate[:, :, :, 0])
   for k, (dy, dx) in enumerate(_SHIFTS):
-    out = out.at[:, 1 + dy:1 + dy + gy, 1 + dx:1 + dx + gx].add(
-        per_candidate[:, :, :, k])
-  return out[:, 1:-1, 1:-1]
+    # Candidate k of cell (y, x) is cell (y + dy, x + dx); none lies outside.
+    shifted = jnp.pad(per_candidate[:, :, :, k],
+                      ((0, 0), (1 + dy, 1 - dy), (1 + dx, 1 - dx), (0, 0)))
+    out = out + shifted[:, 1:1 + gy, 1:1 + gx]
+  return out
 
 
-def slic(images: jax.Array, n_segments: int = 250, compactness: float = 8.0,
-         sigma: float = 1.0, num_iterations: int = 10) -> jax.Array:
-  """Superpixel labels (from 1) of RGB images [N, H, W, 3] -> int32 [N, H, W].
+def assign(images: jax.Array, n_segments: int = 250, compactness: float = 8.0,
+           sigma: float = 1.0, num_iterations: int = 10, unroll: bool = False
+           ) -> jax.Array:
+  """SLIC's final assignment of RGB images [N, H, W, 3], in block layout: for
+  each pixel of cell block [N, GY, LY, GX, LX] the index (into `_SHIFTS`) of
+  the neighbouring cell whose centre it joined (`labels` and `regions` read
+  it). Shapes and parameters are static; jit-able.
 
-  Shapes and parameters are static; the function is jit-able.
+  `unroll` writes the iterations out instead of a `fori_loop` (the same
+  arithmetic), for exporters that cannot take the loop (ONNX).
   """
   n, height, width, _ = images.shape
-  (ys, _, row_idx, row_ok, home_y, off_y), (xs, _, col_idx, col_ok, home_x,
-                                            off_x) = _layout(height, width,
-                                                             n_segments)[0]
+  (ys, _, row_idx, row_ok, _, _), (xs, _, col_idx, col_ok, _, _) = _layout(
+      height, width, n_segments)[0]
   step = _layout(height, width, n_segments)[1]
   gy, gx = len(ys), len(xs)
   x = images.astype(jnp.float32)
@@ -145,7 +155,7 @@ def slic(images: jax.Array, n_segments: int = 250, compactness: float = 8.0,
   features = jnp.concatenate(
       [lab, jnp.broadcast_to(pos, (n, height, width, 2))], axis=-1)
   # Pixels in block layout [N, GY, LY, GX, LX, 5] (a static gather, once).
-  blocks = features[:, row_idx][:, :, :, col_idx]
+  blocks = to_blocks(features, n_segments)
   valid = jnp.asarray(row_ok[:, :, None, None] & col_ok[None, None])
   gyy, gxx = np.meshgrid(np.arange(gy), np.arange(gx), indexing='ij')
   candidate_ok = jnp.asarray(np.stack(
@@ -173,12 +183,74 @@ def slic(images: jax.Array, n_segments: int = 250, compactness: float = 8.0,
     sums, counts = _scatter_to_centres(sums), _scatter_to_centres(counts)
     return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), centres)
 
-  centres = jax.lax.fori_loop(0, num_iterations, update, centres)
-  choice = choose(centres)  # [N, GY, LY, GX, LX]
+  if unroll:
+    for i in range(num_iterations):
+      centres = update(i, centres)
+  else:
+    centres = jax.lax.fori_loop(0, num_iterations, update, centres)
+  return choose(centres).astype(jnp.int32)
+
+
+def to_blocks(pixels: jax.Array, n_segments: int) -> jax.Array:
+  """Per-pixel values [N, H, W, ...] in block layout [N, GY, LY, GX, LX, ...]
+  (padding positions repeat a cell's last row or column)."""
+  (_, _, row_idx, _, _, _), (_, _, col_idx, _, _, _) = _layout(
+      pixels.shape[1], pixels.shape[2], n_segments)[0]
+  return pixels[:, row_idx][:, :, :, col_idx]
+
+
+def _from_blocks(blocks: jax.Array, height: int, width: int, n_segments: int
+                 ) -> jax.Array:
+  """Inverse of `to_blocks`: [N, GY, LY, GX, LX] -> [N, H, W]."""
+  (_, _, _, _, home_y, off_y), (_, _, _, _, home_x, off_x) = _layout(
+      height, width, n_segments)[0]
+  return blocks[:, home_y[:, None], off_y[:, None], home_x[None, :],
+                off_x[None, :]]
+
+
+def labels(choice: jax.Array, height: int, width: int, n_segments: int
+           ) -> jax.Array:
+  """Superpixel labels (from 1) [N, H, W] of an `assign` result: the index
+  of the chosen cell, row-major over the grid."""
+  (ys, *_), (xs, *_) = _layout(height, width, n_segments)[0]
+  gy, gx = len(ys), len(xs)
   shift = jnp.asarray(np.array(_SHIFTS, np.int32))
   cell_y = jnp.asarray(np.arange(gy, dtype=np.int32))[:, None, None, None]
   cell_x = jnp.asarray(np.arange(gx, dtype=np.int32))[None, None, :, None]
   label_blocks = (cell_y + shift[choice, 0]) * gx + cell_x + shift[choice, 1]
-  labels = label_blocks[:, home_y[:, None], off_y[:, None],
-                        home_x[None, :], off_x[None, :]]
-  return labels + 1
+  return _from_blocks(label_blocks, height, width, n_segments) + 1
+
+
+def regions(choice: jax.Array, seed_map: jax.Array, n_segments: int
+            ) -> jax.Array:
+  """The pixels [N, H, W] of every superpixel of an `assign` result that
+  holds a seed of `seed_map` [N, H, W] (bool).
+
+  Equal to looking each pixel's label up in a table of the seeded labels,
+  but dense: each cell counts the seeds of the pixels that chose it, from
+  its 3x3 neighbourhood of blocks, and each pixel reads its chosen cell's
+  count. No scatter or data-dependent gather, so it exports.
+  """
+  _, height, width = seed_map.shape
+  (_, _, _, row_ok, _, _), (_, _, _, col_ok, _, _) = _layout(
+      height, width, n_segments)[0]
+  valid = jnp.asarray(row_ok[:, :, None, None] & col_ok[None, None])
+  seeds = to_blocks(seed_map, n_segments) & valid  # [N, GY, LY, GX, LX]
+  picks = choice[..., None] == jnp.arange(9, dtype=choice.dtype)
+  hits = jnp.sum(picks & seeds[..., None], axis=(2, 4), dtype=jnp.int32)
+  seeded = _scatter_to_centres(hits[..., None])  # [N, GY, GX, 1]
+  near = _neighbours(seeded)[..., 0]  # [N, GY, GX, 9]: each candidate's count.
+  chosen = jnp.sum(jnp.where(picks, near[:, :, None, :, None], 0), axis=-1)
+  return _from_blocks(chosen > 0, height, width, n_segments)
+
+
+def slic(images: jax.Array, n_segments: int = 250, compactness: float = 8.0,
+         sigma: float = 1.0, num_iterations: int = 10, unroll: bool = False
+         ) -> jax.Array:
+  """Superpixel labels (from 1) of RGB images [N, H, W, 3] -> int32 [N, H, W].
+
+  Shapes and parameters are static; the function is jit-able.
+  """
+  choice = assign(images, n_segments, compactness, sigma, num_iterations,
+                  unroll)
+  return labels(choice, images.shape[1], images.shape[2], n_segments)

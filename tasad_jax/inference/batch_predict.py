@@ -21,13 +21,12 @@ import glob
 import os
 import sys
 import time
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import numpy as np
 
 from tasad_jax.data import imageio
-from tasad_jax.inference import predictor as predictor_lib
 from tasad_jax.reporting import heatmaps, predictions_page
 from tasad_jax.runtime import fileio
 from tasad_jax.runtime.errors import UserInputError
@@ -99,14 +98,24 @@ def _save_png(path: str, shape, bands) -> None:
 
 def predict_files(workdir: str, pattern: str, output: str,
                   batch_size: int = 16, restore_step: int = 0,
-                  max_batch_pixels: int = MAX_BATCH_PIXELS) -> dict:
+                  max_batch_pixels: int = MAX_BATCH_PIXELS,
+                  loader: Callable[[], Any] | None = None) -> dict:
   """Scores every image of `pattern` into the folder `output`; returns the
-  counts of images, scored and failed."""
+  counts of images, scored and failed.
+
+  The model is the predictor of `workdir`, or what `loader` returns, called
+  once the inputs and output are checked: anything with the predictor's
+  `predict`, `thresholds` and `warnings` (an exported file's runner).
+  """
   if batch_size < 1:
     raise UserInputError(f'--batch_size: {batch_size} must be >= 1')
   paths = list_inputs(pattern)
   check_output(output)
-  model = predictor_lib.load(workdir, restore_step)
+  if loader is None:
+    from tasad_jax.inference import predictor  # pylint: disable=g-import-not-at-top
+    model = predictor.load(workdir, restore_step)
+  else:
+    model = loader()
   for line in model.warnings:
     sys.stderr.write(f'warning: {line}\n')
   name_of = output_namer(paths)

@@ -23,29 +23,6 @@ from tasad_jax.inference import (two_stage, thresholds,
                                  whole_image)
 from tasad_jax.core import sharding, tiling
 from tasad_jax.data import imageio
-from tasad_jax.runtime.errors import UserInputError
-
-
-def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
-  """uint8 RGB of an image array; floats in [0, 1] (or 0..255) must be
-  finite: a NaN image is refused, not scored as a black one."""
-  image = np.asarray(image)
-  if image.dtype != np.uint8:
-    if np.issubdtype(image.dtype, np.floating):
-      if not np.isfinite(image).all():
-        raise UserInputError(f'image of shape {image.shape}: NaN or infinite '
-                             'values; give finite floats in [0, 1]')
-      if image.max(initial=0) <= 1.0:
-        image = image * np.float32(255.0)
-    image = np.clip(image, 0, 255).round().astype(np.uint8)
-  if image.ndim == 2:
-    image = image[..., None]
-  if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
-    raise UserInputError(f'image of shape {image.shape}: expected HxW, HxWx1, '
-                         'HxWx3 or HxWx4')
-  if image.shape[-1] in (2, 4):
-    image = image[..., :-1]
-  return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image
 
 
 class Predictor:
@@ -83,7 +60,7 @@ class Predictor:
       images = list(images)
     elif isinstance(images, np.ndarray):
       images = [images]
-    rgb = [_as_uint8_rgb(image) for image in images]
+    rgb = [imageio.as_uint8_rgb(image) for image in images]
     sizes = [x.shape[:2] for x in rgb]
     if self.geometry.mode != 'squash':
       return whole_image.to_working(rgb, self.geometry), sizes

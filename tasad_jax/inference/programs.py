@@ -24,12 +24,14 @@ def square_program(runner: two_stage.TwoStage) -> Callable:
   of every output, with the trained variables fixed: the program that
   `export` serialises. The FAS input is always made on device here (the host
   path cannot be serialised); with the same superpixels it equals the host
-  one."""
+  one. SLIC's iterations are written out (`slic.assign`): the same
+  arithmetic, in a form every exporter takes."""
   if runner.fas is None:
     def outputs(images):
       return two_stage.coarse_only(runner.coarse, runner.cas, images)
   else:
-    fine_input = fas.FineInput(runner.coarse, runner.refine_params, True)
+    fine_input = fas.FineInput(runner.coarse, runner.refine_params, True,
+                              unroll=True)
 
     def outputs(images):
       return two_stage.two_stage(runner.fine, fine_input, runner.cas,
@@ -66,17 +68,47 @@ def program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
       wh, ww, runner.input_multiple)
   core = (_canvas_program(runner, *whole) if whole is not None
           else _tile_program(runner, geometry, wh, ww, chunk))
+  resized = (wh, ww) != (height, width)
+  if resized:
+    down = _resize_matrix(height, wh), _resize_matrix(width, ww)
+    up = _resize_matrix(wh, height), _resize_matrix(ww, width)
 
   def run(images):
-    b = images.shape[0]
-    if (wh, ww) != (height, width):
-      images = jax.image.resize(images, (b, wh, ww, 3), 'linear', antialias=True)
+    if resized:
+      images = _resize(images, *down)
     maps, score = core(images)
-    if (wh, ww) != (height, width):
-      maps = jax.image.resize(maps, (b, height, width), 'linear',
-                              antialias=True)
+    if resized:
+      maps = _resize(maps[..., None], *up)[..., 0]
     return maps, score
   return run
+
+
+def _resize_matrix(n_in: int, n_out: int) -> jax.Array:
+  """[n_out, n_in]: `jax.image.resize`'s antialiased linear resize of one
+  axis as a matrix (made by resizing the identity)."""
+  eye = jnp.eye(n_in, dtype=jnp.float32)
+  return jax.image.resize(eye, (n_out, n_in), 'linear', antialias=True)
+
+
+def _resize(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, h, w, C] by the matrices of `_resize_matrix`: a
+  separable resize whose batch dimension may be symbolic (ONNX)."""
+  hi = jax.lax.Precision.HIGHEST
+  images = jnp.einsum('yh,bhwc->bywc', rows, images, precision=hi)
+  return jnp.einsum('xw,bywc->byxc', cols, images, precision=hi)
+
+
+def _pad_edge(images: jax.Array, rows: tuple[int, int],
+              cols: tuple[int, int]) -> jax.Array:
+  """`jnp.pad(..., mode='edge')` of [B, H, W, C] over H and W, written as
+  concatenated copies of the edge rows and columns (the same values), which
+  ONNX exporters take."""
+  for axis, (before, after) in ((1, rows), (2, cols)):
+    n = images.shape[axis]
+    edge = lambda i: jax.lax.slice_in_dim(images, i, i + 1, axis=axis)
+    images = jnp.concatenate([edge(0)] * before + [images]
+                             + [edge(n - 1)] * after, axis=axis)
+  return images
 
 
 def _canvas_program(runner: two_stage.TwoStage, shape: tuple[int, int],
@@ -85,12 +117,13 @@ def _canvas_program(runner: two_stage.TwoStage, shape: tuple[int, int],
   the canvas of `shape` at `box` (`two_stage.in_boxes`)."""
   top, left, h, w = box
   fine_input = (None if runner.fas is None else
-                fas.FineInput(runner.coarse, runner.refine_params, True))
+                fas.FineInput(runner.coarse, runner.refine_params, True,
+                              unroll=True))
   final = runner.method
 
   def run(images):
-    board = jnp.pad(images, ((0, 0), (top, shape[0] - h - top),
-                             (left, shape[1] - w - left), (0, 0)), mode='edge')
+    board = _pad_edge(images, (top, shape[0] - h - top),
+                      (left, shape[1] - w - left))
     boxes = jnp.broadcast_to(jnp.asarray(box, jnp.int32), (images.shape[0], 4))
     out = two_stage.in_boxes(runner.fine, fine_input, runner.cas, runner.fas,
                              board, boxes)
@@ -114,9 +147,8 @@ def _tile_program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
 
   def run(images):
     b = images.shape[0]
-    board = jnp.pad(images, ((0, 0), (plan.top, plan.canvas[0] - wh - plan.top),
-                             (plan.left, plan.canvas[1] - ww - plan.left),
-                             (0, 0)), mode='edge')
+    board = _pad_edge(images, (plan.top, plan.canvas[0] - wh - plan.top),
+                      (plan.left, plan.canvas[1] - ww - plan.left))
     tiles = jnp.stack([board[:, y:y + s, x:x + s] for y, x in plan.tiles], 1)
     tiles = jnp.pad(tiles, ((0, 0), (0, n * chunk - count)) + ((0, 0),) * 3)
     chunks = jnp.swapaxes(tiles.reshape(b, n, chunk, s, s, 3), 0, 1)

@@ -1,0 +1,114 @@
+"""Images per second of an exported model in JAX and ONNX Runtime.
+
+  python bench/runtimes.py --workdir W [--onnx model.onnx] [--height H --width W]
+                           [--batches 1 8] [--repeats 5]
+
+Exports the workdir's whole program to ONNX (`export.py --format=onnx`; or
+takes `--onnx`, a file already exported from it), then for each batch size
+prints a JSON line per runtime: `ms_per_batch` and `images_per_s` of the
+compiled program on random images (the median of `--repeats` calls after a
+warm-up call), and how far its maps and scores are from JAX's
+(`max_map_diff`, `pixels_off`: the share of map values more than 1e-5 away,
+`max_score_diff`). A last line says where ONNX Runtime's time goes: its
+profile's share of each operator type at the largest batch (the networks are
+`Conv`, the fine stage's superpixels mostly the elementwise, reduction and
+`MatMul` nodes).
+
+OpenVINO is not timed here: its usage telemetry forks a process, which a
+process running JAX must not do (the tests run it in a process of its own).
+"""
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+import timing  # pylint: disable=g-import-not-at-top
+
+
+def ort_profile(path: str, images: np.ndarray) -> dict[str, float]:
+  """ONNX Runtime's share of time by operator type on one call."""
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  options = ort.SessionOptions()
+  options.log_severity_level = 3
+  options.enable_profiling = True
+  with tempfile.TemporaryDirectory() as folder:
+    options.profile_file_prefix = os.path.join(folder, 'profile')
+    session = ort.InferenceSession(path, options)
+    session.run(None, {'images': images})
+    with open(session.end_profiling()) as f:
+      events = json.load(f)
+  by_op = collections.Counter()
+  for event in events:
+    if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time'):
+      by_op[event['args']['op_name']] += event['dur']
+  total = sum(by_op.values()) or 1
+  return {op: round(t / total, 3) for op, t in by_op.most_common(8)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--onnx', default='', help='The workdir exported already.')
+  parser.add_argument('--height', type=int, default=0)
+  parser.add_argument('--width', type=int, default=0)
+  parser.add_argument('--batches', type=int, nargs='+', default=[1, 8])
+  parser.add_argument('--repeats', type=int, default=5)
+  args = parser.parse_args()
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  import tasad_jax  # pylint: disable=g-import-not-at-top
+  from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
+
+  model = tasad_jax.load(args.workdir)
+  h, w = export.image_shape(model.geometry, args.height, args.width)
+  with tempfile.TemporaryDirectory() as folder:
+    path = args.onnx
+    if not path:
+      path = os.path.join(folder, 'model.onnx')
+      start = time.perf_counter()
+      export.export_onnx(model, path, h, w)
+      print(json.dumps({'bench': 'runtimes_export', 'seconds': round(
+          time.perf_counter() - start, 1), 'mb': round(
+              os.path.getsize(path) / 1e6, 2)}), flush=True)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options)
+    program = jax.jit(export.program(model, h, w))
+    runtimes = {
+        'jax': lambda x: [np.asarray(v) for v in program(x)],
+        'onnxruntime': lambda x: session.run(None, {'images': x}),
+    }
+    rng = np.random.default_rng(0)
+    for batch in args.batches:
+      images = rng.random((batch, h, w, 3)).astype(np.float32)
+      reference = runtimes['jax'](images)
+      for name, run in runtimes.items():
+        seconds = timing.median_seconds(lambda: run(images), 1, args.repeats)  # pylint: disable=cell-var-from-loop
+        maps, scores = run(images)
+        diff = np.abs(np.asarray(maps) - reference[0])
+        print(json.dumps({
+            'bench': 'runtimes', 'runtime': name, 'batch': batch,
+            'size': f'{h}x{w}', 'ms_per_batch': round(1e3 * seconds, 2),
+            'images_per_s': round(batch / seconds, 2),
+            'max_map_diff': float(diff.max()),
+            'pixels_off': float(np.mean(diff > 1e-5)),
+            'max_score_diff': float(np.abs(np.asarray(scores)
+                                           - reference[1]).max())}),
+              flush=True)
+    print(json.dumps({'bench': 'runtimes_profile', 'runtime': 'onnxruntime',
+                      'batch': args.batches[-1],
+                      'share_by_op': ort_profile(path, images)}))
+
+
+if __name__ == '__main__':
+  main()
