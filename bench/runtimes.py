@@ -1,11 +1,13 @@
-"""Images per second of an exported model in JAX and ONNX Runtime.
+"""Images per second of an exported model in JAX, ONNX Runtime and LiteRT.
 
   python bench/runtimes.py --workdir W [--onnx model.onnx] [--height H --width W]
                            [--batches 1 8] [--repeats 5]
 
 Exports the workdir's whole program to ONNX (`export.py --format=onnx`; or
-takes `--onnx`, a file already exported from it), then for each batch size
-prints a JSON line per runtime: `ms_per_batch` and `images_per_s` of the
+takes `--onnx`, a file already exported from it) and to TFLite for each
+batch size (`--format=tflite --batch=B`), then for each batch size prints a
+JSON line per runtime (`jax`: the jitted export program; `onnxruntime`;
+`litert`: the TFLite file in `ai_edge_litert`, XNNPACK on CPU): `ms_per_batch` and `images_per_s` of the
 compiled program on random images (the median of `--repeats` calls after a
 warm-up call), and how far its maps and scores are from JAX's
 (`max_map_diff`, `pixels_off`: the share of map values more than 1e-5 away,
@@ -66,6 +68,7 @@ def main() -> None:
 
   import jax  # pylint: disable=g-import-not-at-top
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
   import tasad_jax  # pylint: disable=g-import-not-at-top
   from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
 
@@ -91,6 +94,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for batch in args.batches:
       images = rng.random((batch, h, w, 3)).astype(np.float32)
+      tflite = os.path.join(folder, f'model_{batch}.tflite')
+      export.export_tflite(model, tflite, h, w, batch)
+      lite = interpreter.Interpreter(model_path=tflite).get_signature_runner()
+      runtimes['litert'] = lambda x, lite=lite: [
+          v for _, v in sorted(lite(images=x).items())]  # maps, scores.
       reference = runtimes['jax'](images)
       for name, run in runtimes.items():
         seconds = timing.median_seconds(lambda: run(images), 1, args.repeats)  # pylint: disable=cell-var-from-loop

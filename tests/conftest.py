@@ -58,7 +58,7 @@ def pytest_sessionfinish(session):
 # test_method_contract.py comes after each method's own file: it reads
 # their `method_runs` workdirs instead of waiting on a run in progress.
 HEAVY_FIRST = ('test_benchmark.py', 'test_multihost.py', 'test_train.py',
-               'test_tiling.py', 'test_onnx_export.py', 'test_bench.py',
+               'test_tiling.py', 'test_deploy_exports.py', 'test_bench.py',
                'test_draem.py',
                'test_methods.py', 'test_anoseg.py', 'test_cavga.py',
                'test_reliability.py', 'test_checkpoint_integrity.py',

@@ -5,8 +5,9 @@
 
 `stablehlo` (default) serialises the two-stage program with `jax.export`, batch
 dimension symbolic; `saved_model` writes a TensorFlow SavedModel via jax2tf;
-`onnx` an ONNX model via jax2onnx (batch symbolic; its metadata holds the
-input contract and the thresholds).
+`onnx` an ONNX model via jax2onnx (batch symbolic) and `tflite` a TFLite
+model (batch fixed, `--batch`); the metadata of both holds the input contract
+and the thresholds.
 A model trained with `config.data.resize` 'pad' or 'tile' is exported for one
 image size, `--height` and `--width`, with its padding or tiling inside.
 """
@@ -24,11 +25,14 @@ def define_flags() -> None:
                        'use (0 = the latest).')
   flags.DEFINE_string('output', None, 'File (stablehlo, onnx) or folder '
                       '(saved_model).')
-  flags.DEFINE_enum('format', 'stablehlo', ['stablehlo', 'saved_model', 'onnx'],
+  flags.DEFINE_enum('format', 'stablehlo',
+                    ['stablehlo', 'saved_model', 'onnx', 'tflite'],
                     'Serialisation format.')
   flags.DEFINE_integer('height', 0, "Image height to serve ('pad' and 'tile' "
                        'models; squash models take the training size).')
   flags.DEFINE_integer('width', 0, 'Image width to serve (as --height).')
+  flags.DEFINE_integer('batch', 1, 'Images per call of a tflite model (its '
+                       'batch is fixed; onnx and stablehlo take any).')
   flags.mark_flags_as_required(['workdir', 'output'])
 
 
@@ -36,10 +40,12 @@ def main(argv):
   del argv  # Checked by cli_main.
   from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
   height, width = export.export(FLAGS.workdir, FLAGS.output, FLAGS.format,
-                                FLAGS.height, FLAGS.width, FLAGS.restore_step)
-  print(f'Wrote {FLAGS.output} ({FLAGS.format}, images [batch, {height}, '
-        f'{width}, 3] float32 RGB in [0, 1] -> anomaly_maps [batch, {height}, '
-        f'{width}], scores [batch])')
+                                FLAGS.height, FLAGS.width, FLAGS.restore_step,
+                                FLAGS.batch)
+  b = FLAGS.batch if FLAGS.format == 'tflite' else 'batch'
+  print(f'Wrote {FLAGS.output} ({FLAGS.format}, images [{b}, {height}, '
+        f'{width}, 3] float32 RGB in [0, 1] -> anomaly_maps [{b}, {height}, '
+        f'{width}], scores [{b}])')
 
 
 def run(argv=None) -> None:

@@ -3,8 +3,9 @@
   tasad-predict --workdir=runs/bottle --input='photos/*.png' --output=out
   tasad-predict --model=bottle.onnx --input='photos/*.png' --output=out
 
-`--model` scores with a file of `export.py --format=onnx` and ONNX Runtime
-alone (no JAX): what a line that deploys the file computes.
+`--model` scores with a file of `export.py --format=onnx` or `tflite`, run
+by ONNX Runtime or LiteRT alone (no JAX): what a line that deploys the file
+computes.
 
 Writes out/scores.csv (path, score, decision, error), out/masks/*.png,
 out/heatmaps/*.png and out/index.html (the images by score, heat maps
@@ -22,8 +23,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir (checkpoints, config).')
-  flags.DEFINE_string('model', None, 'An exported .onnx file to score with '
-                      'instead of --workdir (ONNX Runtime, no JAX).')
+  flags.DEFINE_string('model', None, 'An exported .onnx or .tflite file to '
+                      'score with instead of --workdir (no JAX).')
   flags.DEFINE_integer('restore_step', 0, 'Checkpoint step of each stage to '
                        'use (0 = the latest).')
   flags.DEFINE_string('input', None, 'An image file, a folder, or a glob.')
@@ -38,11 +39,11 @@ def main(argv):
   from tasad_jax.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
   if bool(FLAGS.workdir) == bool(FLAGS.model):
     raise UserInputError('give one of --workdir (a trained workdir) and '
-                         '--model (a file of export.py --format=onnx)')
+                         '--model (a .onnx or .tflite file of export.py)')
   counts = batch_predict.predict_files(
       FLAGS.workdir or '', FLAGS.input, FLAGS.output, FLAGS.batch_size,
       restore_step=FLAGS.restore_step,
-      loader=_onnx_loader(FLAGS.model) if FLAGS.model else None)
+      loader=_file_loader(FLAGS.model) if FLAGS.model else None)
   results = os.path.join(FLAGS.output, batch_predict.RESULTS)
   if not counts['scored']:
     raise UserInputError(f'{FLAGS.input}: no image could be scored '
@@ -51,11 +52,11 @@ def main(argv):
         f'{results}')
 
 
-def _onnx_loader(path: str):
-  """The runner of an exported ONNX file (ONNX Runtime, no JAX)."""
+def _file_loader(path: str):
+  """The runner of an exported file (its runtime alone, no JAX)."""
   def load():
-    from tasad_jax.deploy import onnx_model  # pylint: disable=g-import-not-at-top
-    return onnx_model.OnnxModel(path)
+    from tasad_jax.deploy import exported_model  # pylint: disable=g-import-not-at-top
+    return exported_model.ExportedModel(path)
   return load
 
 

@@ -4,10 +4,11 @@
   `jax.export.deserialize(data).call(images)`.
 * A TensorFlow SavedModel through `jax2tf` for TF Serving users (signature
   `serving_default`: float32 images [batch, H, W, 3] in [0, 1]).
-
+* TFLite (LiteRT) through jax2tf and TensorFlow's converter, built-in ops
+  only, with a fixed batch (`export_tflite`).
 * ONNX through `jax2onnx` (ONNX Runtime, OpenVINO, TensorRT): opset
   `ONNX_OPSET`, batch dimension symbolic, the input contract and the
-  thresholds in the model's metadata (`onnx_metadata`).
+  thresholds in the model's metadata (`model_metadata`).
 
 All return the anomaly maps [batch, H, W] and the image scores [batch] of
 coarse+FAS (or the coarse stage alone when no FAS checkpoint exists), with
@@ -20,6 +21,7 @@ and scores are those of `predict.py` and evaluation.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -64,34 +66,50 @@ def export_stablehlo(model, path: str, height: int = 0, width: int = 0) -> None:
   fileio.write_bytes(path, exported.serialize())
 
 
-def export_saved_model(model, path: str, height: int = 0, width: int = 0
-                       ) -> None:
-  """Writes a TensorFlow SavedModel of the program to the folder `path`."""
+def _serving_module(model, height: int, width: int, batch: int | None):
+  """(tf.Module, its tf.function): jax2tf's program as the signature
+  `images` -> {`anomaly_maps`, `scores`}, batch `None` symbolic."""
   from tasad_jax.runtime.tf_host import tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  h, w = image_shape(model.geometry, height, width)
-  converted = jax2tf.convert(program(model, h, w),
-                             polymorphic_shapes=[f'(b, {h}, {w}, 3)'])
+  converted = jax2tf.convert(
+      program(model, height, width),
+      polymorphic_shapes=[f'(b, {height}, {width}, 3)'] if batch is None
+      else None)
   module = tf.Module()
   module.serve = tf.function(
       lambda images: dict(zip(('anomaly_maps', 'scores'), converted(images))),
-      input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32,
+      input_signature=[tf.TensorSpec([batch, height, width, 3], tf.float32,
                                      name='images')], autograph=False)
-  fileio.atomic_dir(path, lambda tmp: tf.saved_model.save(
-      module, tmp, signatures={'serving_default': module.serve}))
+  return module
+
+
+def _save_module(module, folder: str) -> None:
+  from tasad_jax.runtime.tf_host import tf  # pylint: disable=g-import-not-at-top
+  tf.saved_model.save(module, folder,
+                      signatures={'serving_default': module.serve})
+
+
+def export_saved_model(model, path: str, height: int = 0, width: int = 0
+                       ) -> None:
+  """Writes a TensorFlow SavedModel of the program to the folder `path`."""
+  h, w = image_shape(model.geometry, height, width)
+  module = _serving_module(model, h, w, None)
+  fileio.atomic_dir(path, lambda tmp: _save_module(module, tmp))
 
 
 ONNX_OPSET = 21  # ONNX Runtime >= 1.18, OpenVINO >= 2024.2.
 
 
-def onnx_metadata(model, height: int, width: int) -> dict[str, str]:
-  """The exported model's contract, stored in an ONNX model's metadata:
-  what the input is, what the outputs are, and the decision thresholds."""
+def model_metadata(model, height: int, width: int, batch: str = 'batch'
+                   ) -> dict[str, str]:
+  """The exported model's contract, stored in an ONNX or TFLite model's
+  metadata: what the input is, what the outputs are, and the decision
+  thresholds."""
   meta = {
-      'tasad_jax.input': (f'images: float32 [batch, {height}, {width}, 3], '
+      'tasad_jax.input': (f'images: float32 [{batch}, {height}, {width}, 3], '
                           'RGB in [0, 1] (grey images repeated to 3 channels)'),
-      'tasad_jax.outputs': (f'anomaly_maps: float32 [batch, {height}, '
-                            f'{width}]; scores: float32 [batch]'),
+      'tasad_jax.outputs': (f'anomaly_maps: float32 [{batch}, {height}, '
+                            f'{width}]; scores: float32 [{batch}]'),
       'tasad_jax.output': model.method,
       'tasad_jax.resize': model.geometry.mode,
       'tasad_jax.coarse_method': str(model.config.coarse.name),
@@ -115,7 +133,7 @@ def export_onnx(model, path: str, height: int = 0, width: int = 0) -> None:
     import jax2onnx  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise UserInputError("--format=onnx needs jax2onnx and onnx: pip install "
-                         "'tasad_jax[onnx]'") from None
+                         "'tasad_jax[deploy]'") from None
   h, w = image_shape(model.geometry, height, width)
   root = logging.getLogger()
   level = root.level
@@ -128,25 +146,64 @@ def export_onnx(model, path: str, height: int = 0, width: int = 0) -> None:
                                output_names=['anomaly_maps', 'scores'])
   finally:
     root.setLevel(level)
-  for key, value in onnx_metadata(model, h, w).items():
+  for key, value in model_metadata(model, h, w).items():
     proto.metadata_props.add(key=key, value=value)
   fileio.write_bytes(path, proto.SerializeToString())
 
 
+TFLITE_METADATA = 'tasad_jax'  # The name of the TFLite metadata entry (JSON).
+
+
+def export_tflite(model, path: str, height: int = 0, width: int = 0,
+                  batch: int = 1) -> None:
+  """Writes the program as a TFLite model with a fixed `batch` to `path`:
+  jax2tf's StableHLO lowered to TFLite built-in ops by TensorFlow's
+  converter (no TF ops, no XLA call), signature `serving_default` with input
+  `images` and outputs `anomaly_maps` and `scores`; the contract as JSON in
+  the model's metadata entry `TFLITE_METADATA`."""
+  import json  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from tasad_jax.runtime.tf_host import tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
+  from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  if batch < 1:
+    raise UserInputError(f'--batch: {batch} must be >= 1 (a TFLite model '
+                         'has a fixed batch)')
+  h, w = image_shape(model.geometry, height, width)
+  with tempfile.TemporaryDirectory() as folder:  # Its signature comes along.
+    _save_module(_serving_module(model, h, w, batch), folder)
+    converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flat = flatbuffer_utils.convert_bytearray_to_object(
+        bytearray(converter.convert()))
+  entry = schema.BufferT()
+  entry.data = list(json.dumps(model_metadata(model, h, w, str(batch)))
+                    .encode())
+  flat.buffers.append(entry)
+  meta = schema.MetadataT()
+  meta.name, meta.buffer = TFLITE_METADATA, len(flat.buffers) - 1
+  flat.metadata = list(flat.metadata or []) + [meta]
+  fileio.write_bytes(path, bytes(
+      flatbuffer_utils.convert_object_to_bytearray(flat)))
+
+
 FORMATS = {'stablehlo': export_stablehlo, 'saved_model': export_saved_model,
-           'onnx': export_onnx}
+           'onnx': export_onnx, 'tflite': export_tflite}
 
 
 def export(workdir: str, output: str, format_: str = 'stablehlo',
-           height: int = 0, width: int = 0, restore_step: int = 0
-           ) -> tuple[int, int]:
+           height: int = 0, width: int = 0, restore_step: int = 0,
+           batch: int = 1) -> tuple[int, int]:
   """Exports a workdir's model to `output`; returns the (height, width) of
-  the images the program takes."""
+  the images the program takes (`batch`: TFLite's fixed batch)."""
   fileio.check_writable(output, folder=format_ == 'saved_model',
                         what='--output')
   config = predictor.load_config(workdir, restore_step)
   height, width = image_shape(tiling.Geometry.from_config(config), height,
                               width)
-  FORMATS[format_](predictor.Predictor(config, workdir), output, height, width)
+  write = FORMATS[format_]
+  if format_ == 'tflite':
+    write = functools.partial(write, batch=batch)
+  write(predictor.Predictor(config, workdir), output, height, width)
   return height, width
 

@@ -169,8 +169,13 @@ def assign(images: jax.Array, n_segments: int = 250, compactness: float = 8.0,
 
   def choose(centres):
     near = _neighbours(centres)  # [N, GY, GX, 9, 5]
-    diff = blocks[..., None, :] - near[:, :, None, :, None]
-    dist = jnp.sum(jnp.square(diff), axis=-1)  # [N, GY, LY, GX, LX, 9]
+    # Squared distances [N, GY, LY, GX, LX, 9] with N and GY as one axis:
+    # no rank-7 tensor, which TFLite refuses.
+    rows = (n * gy,)
+    diff = (blocks.reshape(rows + blocks.shape[2:5] + (1, 5))
+            - near.reshape(rows + (1, gx, 1, 9, 5)))
+    dist = jnp.sum(jnp.square(diff), axis=-1).reshape(
+        (n, gy) + blocks.shape[2:5] + (9,))
     dist = jnp.where(candidate_ok[:, None, :, None], dist, jnp.inf)
     return jnp.argmin(dist, axis=-1)
 

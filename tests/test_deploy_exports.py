@@ -1,9 +1,9 @@
-"""Portable forms of the fine stage's input, and the ONNX export.
+"""Portable forms of the fine stage's input, and the ONNX and TFLite exports.
 
 The fine stage's input is written without scatters, sorts or data-dependent
 gathers so that the whole program exports; these tests hold it to the forms
-it replaced (kept here as references) bit for bit, and the exported ONNX
-model to the live JAX program in ONNX Runtime.
+it replaced (kept here as references) bit for bit, and the exported files to
+the live JAX program in ONNX Runtime, OpenVINO and LiteRT.
 """
 
 import csv
@@ -146,15 +146,19 @@ def _openvino(path, batches, folder):
   return [(out[f'{i}_maps'], out[f'{i}_scores']) for i in range(len(batches))]
 
 
-def _runtimes(path, batches, folder):
-  """{runtime: [(maps, scores) of each batch]} of a file in ONNX Runtime and
-  OpenVINO."""
+def _runtimes(path, tflite, batches, folder):
+  """{runtime: [(maps, scores) of each batch]} of an ONNX file in ONNX
+  Runtime and OpenVINO, and of a TFLite file (fixed batch) in LiteRT."""
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
   options = ort.SessionOptions()
   options.log_severity_level = 3  # Not its shape-merge warnings.
   session = ort.InferenceSession(path, options)
+  lite = interpreter.Interpreter(model_path=tflite).get_signature_runner()
+  out = lite(images=batches[0])
   return {'onnxruntime': [session.run(None, {'images': b}) for b in batches],
-          'openvino': _openvino(path, batches, folder)}
+          'openvino': _openvino(path, batches, folder),
+          'litert': [(out['anomaly_maps'], out['scores'])]}
 
 
 # `predict.py --model` with JAX and TensorFlow made unimportable.
@@ -169,8 +173,9 @@ predict.run(['predict.py'] + sys.argv[1:])
 @pytest.mark.parametrize('mode', ['squash', 'tile'])
 def test_onnx_export_equals_the_live_program(tiny_workdir, tiny_onnx, tmp_path,
                                              mode):
-  """The two-stage program in ONNX Runtime and OpenVINO against JAX, squash
-  (S x S) and a tile model on one canvas (another size than the training's)."""
+  """The two-stage program in ONNX Runtime, OpenVINO and LiteRT against
+  JAX, squash (S x S) and a tile model on one canvas (another size than the
+  training's)."""
   import onnx  # pylint: disable=g-import-not-at-top
   if mode == 'squash':  # `export.export(tiny_workdir, path, 'onnx')`
     workdir, path, (h, w) = tiny_workdir, tiny_onnx, (32, 32)
@@ -178,6 +183,9 @@ def test_onnx_export_equals_the_live_program(tiny_workdir, tiny_onnx, tmp_path,
     workdir = copy_in_mode(tiny_workdir, str(tmp_path / 'tile'), 'tile')
     path, (h, w) = str(tmp_path / 'model.onnx'), (40, 52)
     assert export.export(workdir, path, 'onnx', h, w) == (h, w)
+  tflite = str(tmp_path / 'model.tflite')
+  assert export.export(workdir, tflite, 'tflite', *((0, 0) if mode == 'squash'
+                                                    else (h, w)), batch=3) == (h, w)
   model = tasad_jax.load(workdir)
   meta = {p.key: p.value for p in onnx.load(path).metadata_props}
   assert meta['tasad_jax.input'].startswith(f'images: float32 [batch, {h}, {w}, 3]')
@@ -187,7 +195,7 @@ def test_onnx_export_equals_the_live_program(tiny_workdir, tiny_onnx, tmp_path,
   if mode == 'squash':  # The export program is the predictor's.
     np.testing.assert_allclose(live[0], model.runner(x)['tasad_map'], atol=1e-6)
   batches = (x, x[:1])  # The batch dimension is symbolic.
-  for name, outputs in _runtimes(path, batches, tmp_path).items():
+  for name, outputs in _runtimes(path, tflite, batches, tmp_path).items():
     for batch, (maps, scores) in zip(batches, outputs):
       # The networks and scores agree to float round-off (~1e-8 here). SLIC
       # runs in the runtime too: a pixel whose colour distance to two
@@ -197,36 +205,42 @@ def test_onnx_export_equals_the_live_program(tiny_workdir, tiny_onnx, tmp_path,
       assert np.mean(diff > 1e-5) <= 0.01, (name, diff.max())
       np.testing.assert_allclose(scores, live[1][:len(batch)], atol=1e-3,
                                  err_msg=name)
-  if mode == 'tile':  # The file alone scores a folder, as the workdir does.
+  if mode == 'tile':  # Each file alone scores a folder, as the workdir does.
     photos = tmp_path / 'photos'
     photos.mkdir()
-    for i, image in enumerate((x * 255).round().astype(np.uint8)):
+    images = list((x * 255).round().astype(np.uint8))
+    for i, image in enumerate(images):
       Image.fromarray(image).save(photos / f'{i}.png')
-    result = subprocess.run(
-        [sys.executable, '-c', _PREDICT_WITHOUT_JAX, f'--model={path}',
-         f'--input={photos}', f'--output={tmp_path / "out"}'],
-        capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    with open(tmp_path / 'out' / 'scores.csv', encoding='utf-8') as f:
-      rows = list(csv.DictReader(f))
-    want = model.predict(list((x * 255).round().astype(np.uint8)))
-    np.testing.assert_allclose([float(r['score']) for r in rows],
-                               want['scores'], atol=1e-3)
-    assert [r['decision'] for r in rows] == [str(int(d)) for d in
-                                             want['decisions']]
-    assert len(os.listdir(tmp_path / 'out' / 'masks')) == 3
+    want = model.predict(images)
+    for name, file in (('onnx', path), ('tflite', tflite)):
+      out = tmp_path / f'out_{name}'
+      result = subprocess.run(
+          [sys.executable, '-c', _PREDICT_WITHOUT_JAX, f'--model={file}',
+           f'--input={photos}', f'--output={out}'],
+          capture_output=True, text=True, timeout=300, check=False)
+      assert result.returncode == 0, result.stderr[-2000:]
+      with open(out / 'scores.csv', encoding='utf-8') as f:
+        rows = list(csv.DictReader(f))
+      np.testing.assert_allclose([float(r['score']) for r in rows],
+                                 want['scores'], atol=1e-3, err_msg=name)
+      assert [r['decision'] for r in rows] == [str(int(d)) for d in
+                                               want['decisions']]
+      assert len(os.listdir(out / 'masks')) == 3
 
 
 @pytest.mark.parametrize('flags,expected', [
     (['--model={missing}'], 'missing.onnx: no such file (--model)'),
-    (['--model={image}'], 'x.png: not a model ONNX Runtime can load'),
+    (['--model={image}'], 'x.png: --model takes a .onnx or .tflite file'),
+    (['--model={fake}'], 'fake.tflite: not a model its runtime can load'),
     (['--model={image}', '--workdir={tmp}'], 'give one of --workdir'),
     ([], 'give one of --workdir'),
 ])
 def test_predict_refuses_a_bad_model_file_in_one_line(tmp_path, flags, expected):
   image = tmp_path / 'x.png'
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
-  names = {'missing': tmp_path / 'missing.onnx', 'image': image, 'tmp': tmp_path}
+  (tmp_path / 'fake.tflite').write_bytes(b'not a flatbuffer')
+  names = {'missing': tmp_path / 'missing.onnx', 'image': image, 'tmp': tmp_path,
+           'fake': tmp_path / 'fake.tflite'}
   result = run_script('predict.py', *[f.format(**names) for f in flags],
                       f'--input={image}', f'--output={tmp_path / "out"}',
                       config=None)
