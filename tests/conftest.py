@@ -180,14 +180,29 @@ def tiny_workdir():
 
 
 @pytest.fixture(scope='session')
-def tiny_onnx(tiny_workdir):
-  """The tiny workdir's program exported to ONNX once per session (a
-  conversion takes about a minute): the file's path."""
+def tiny_seeded(tiny_workdir):
+  """A copy of the tiny workdir whose test seed threshold (10/255) leaves
+  seeds in its coarse maps of random images (at 30 it finds none), so that
+  its fine stage keeps superpixels: for exports that must show SLIC."""
+  def copy(path):
+    shutil.copytree(tiny_workdir, path, ignore=shutil.ignore_patterns('eval'))
+    with open(os.path.join(path, 'config.json')) as f:
+      saved = json.load(f)
+    saved['refine']['test_seed_threshold'] = 10
+    with open(os.path.join(path, 'config.json'), 'w') as f:
+      json.dump(saved, f)
+  return shared_workdir('tiny_seeded', copy)
+
+
+@pytest.fixture(scope='session')
+def tiny_onnx(tiny_seeded):
+  """`tiny_seeded`'s program exported to ONNX once per session (a conversion
+  takes about a minute): the file's path."""
   from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
 
   def write(path):
     os.makedirs(path)
-    export.export(tiny_workdir, os.path.join(path, 'model.onnx'), 'onnx')
+    export.export(tiny_seeded, os.path.join(path, 'model.onnx'), 'onnx')
   return os.path.join(shared_workdir('tiny_onnx', write), 'model.onnx')
 
 

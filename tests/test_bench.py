@@ -31,7 +31,7 @@ TINY_ARGS = {
     'line_speed.py': ['--images', '3', '--size', '40x50', '--jitter', '0.3',
                       '--workdir', '{workdir}'],
     'segmenter_options.py': ['--bases', '4', '--size', '32'],
-    'runtimes.py': ['--workdir', '{workdir}', '--onnx', '{onnx}', '--batches',
+    'runtimes.py': ['--workdir', '{seeded}', '--onnx', '{onnx}', '--batches',
                     '1', '2', '--repeats', '1'],
 }
 HELPERS = {'timing.py', 'torch_reference.py', 'workdirs.py'}  # Imported by the benches, not run.
@@ -59,9 +59,11 @@ def test_bench_runs_at_tiny_size(script, tmp_path, request):
   write_tree(root, 'widget')
   workdir = (request.getfixturevalue('tiny_workdir')
              if any('{workdir}' in a for a in TINY_ARGS[script]) else '')
-  onnx = (request.getfixturevalue('tiny_onnx')
-          if any('{onnx}' in a for a in TINY_ARGS[script]) else '')
-  args = [a.format(root=root, workdir=workdir, onnx=onnx)
+  onnx, seeded = ((request.getfixturevalue('tiny_onnx'),
+                    request.getfixturevalue('tiny_seeded'))
+                   if any('{onnx}' in a for a in TINY_ARGS[script])
+                   else ('', ''))
+  args = [a.format(root=root, workdir=workdir, onnx=onnx, seeded=seeded)
           for a in TINY_ARGS[script]]
   env = dict(os.environ)
   if script in WITHOUT_TENSORFLOW:

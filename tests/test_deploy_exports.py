@@ -171,16 +171,16 @@ predict.run(['predict.py'] + sys.argv[1:])
 
 
 @pytest.mark.parametrize('mode', ['squash', 'tile'])
-def test_onnx_export_equals_the_live_program(tiny_workdir, tiny_onnx, tmp_path,
-                                             mode):
+def test_exports_equal_the_live_program(tiny_seeded, tiny_onnx, tmp_path,
+                                       mode):
   """The two-stage program in ONNX Runtime, OpenVINO and LiteRT against
   JAX, squash (S x S) and a tile model on one canvas (another size than the
   training's)."""
   import onnx  # pylint: disable=g-import-not-at-top
-  if mode == 'squash':  # `export.export(tiny_workdir, path, 'onnx')`
-    workdir, path, (h, w) = tiny_workdir, tiny_onnx, (32, 32)
+  if mode == 'squash':  # `export.export(tiny_seeded, path, 'onnx')`
+    workdir, path, (h, w) = tiny_seeded, tiny_onnx, (32, 32)
   else:
-    workdir = copy_in_mode(tiny_workdir, str(tmp_path / 'tile'), 'tile')
+    workdir = copy_in_mode(tiny_seeded, str(tmp_path / 'tile'), 'tile')
     path, (h, w) = str(tmp_path / 'model.onnx'), (40, 52)
     assert export.export(workdir, path, 'onnx', h, w) == (h, w)
   tflite = str(tmp_path / 'model.tflite')
@@ -192,8 +192,11 @@ def test_onnx_export_equals_the_live_program(tiny_workdir, tiny_onnx, tmp_path,
   assert float(meta['tasad_jax.image_threshold']) == model.thresholds['image']
   x = np.random.default_rng(3).random((3, h, w, 3)).astype(np.float32)
   live = jax.jit(export.program(model, h, w))(x)
-  if mode == 'squash':  # The export program is the predictor's.
-    np.testing.assert_allclose(live[0], model.runner(x)['tasad_map'], atol=1e-6)
+  if mode == 'squash':  # The export program is the predictor's,
+    out = model.runner(x)
+    np.testing.assert_allclose(live[0], out['tasad_map'], atol=1e-6)
+    kept = np.mean(out['fas_input'] != 0, axis=(1, 2, 3))
+    assert (kept > 0.1).all() and (kept < 0.9).all()  # and keeps superpixels.
   batches = (x, x[:1])  # The batch dimension is symbolic.
   for name, outputs in _runtimes(path, tflite, batches, tmp_path).items():
     for batch, (maps, scores) in zip(batches, outputs):
