@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from tasad_jax.core import tiling
+from tasad_jax.deploy import exported_model
 from tasad_jax.inference import predictor, programs
 from tasad_jax.runtime import fileio
 from tasad_jax.runtime.errors import UserInputError
@@ -105,18 +106,19 @@ def model_metadata(model, height: int, width: int, batch: str = 'batch'
   """The exported model's contract, stored in an ONNX or TFLite model's
   metadata: what the input is, what the outputs are, and the decision
   thresholds."""
+  p = exported_model.PREFIX
   meta = {
-      'tasad_jax.input': (f'images: float32 [{batch}, {height}, {width}, 3], '
-                          'RGB in [0, 1] (grey images repeated to 3 channels)'),
-      'tasad_jax.outputs': (f'anomaly_maps: float32 [{batch}, {height}, '
-                            f'{width}]; scores: float32 [{batch}]'),
-      'tasad_jax.output': model.method,
-      'tasad_jax.resize': model.geometry.mode,
-      'tasad_jax.coarse_method': str(model.config.coarse.name),
+      p + 'input': (f'images: float32 [{batch}, {height}, {width}, 3], '
+                    'RGB in [0, 1] (grey images repeated to 3 channels)'),
+      p + 'outputs': (f'anomaly_maps: float32 [{batch}, {height}, {width}]; '
+                      f'scores: float32 [{batch}]'),
+      p + 'output': model.method,
+      p + 'resize': model.geometry.mode,
+      p + 'coarse_method': str(model.config.coarse.name),
   }
   for kind in ('image', 'pixel'):
     if kind in model.thresholds:
-      meta[f'tasad_jax.{kind}_threshold'] = repr(float(model.thresholds[kind]))
+      meta[f'{p}{kind}_threshold'] = repr(float(model.thresholds[kind]))
   return meta
 
 
@@ -151,16 +153,13 @@ def export_onnx(model, path: str, height: int = 0, width: int = 0) -> None:
   fileio.write_bytes(path, proto.SerializeToString())
 
 
-TFLITE_METADATA = 'tasad_jax'  # The name of the TFLite metadata entry (JSON).
-
-
 def export_tflite(model, path: str, height: int = 0, width: int = 0,
                   batch: int = 1) -> None:
   """Writes the program as a TFLite model with a fixed `batch` to `path`:
   jax2tf's StableHLO lowered to TFLite built-in ops by TensorFlow's
   converter (no TF ops, no XLA call), signature `serving_default` with input
   `images` and outputs `anomaly_maps` and `scores`; the contract as JSON in
-  the model's metadata entry `TFLITE_METADATA`."""
+  the model's metadata entry `exported_model.TFLITE_METADATA`."""
   import json  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
   from tasad_jax.runtime.tf_host import tf  # pylint: disable=g-import-not-at-top
@@ -181,7 +180,7 @@ def export_tflite(model, path: str, height: int = 0, width: int = 0,
                     .encode())
   flat.buffers.append(entry)
   meta = schema.MetadataT()
-  meta.name, meta.buffer = TFLITE_METADATA, len(flat.buffers) - 1
+  meta.name, meta.buffer = exported_model.TFLITE_METADATA, len(flat.buffers) - 1
   flat.metadata = list(flat.metadata or []) + [meta]
   fileio.write_bytes(path, bytes(
       flatbuffer_utils.convert_object_to_bytearray(flat)))

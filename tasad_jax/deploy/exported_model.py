@@ -19,10 +19,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tasad_jax.data import imageio
+from tasad_jax.inference import thresholds
 from tasad_jax.runtime.errors import UserInputError
 
-_PREFIX = 'tasad_jax.'
-TFLITE_METADATA = 'tasad_jax'  # As `export.TFLITE_METADATA`.
+PREFIX = 'tasad_jax.'  # Of every metadata key `export.model_metadata` writes.
+TFLITE_METADATA = 'tasad_jax'  # The TFLite metadata entry (JSON) that holds them.
 
 
 def _need(module: str, package: str):
@@ -86,7 +87,7 @@ class ExportedModel:
     except Exception as e:  # pylint: disable=broad-except
       raise UserInputError(f'{path}: not a model its runtime can load '
                            f'({str(e).splitlines()[0][:200]})') from None
-    if (_PREFIX + 'input' not in meta or len(shape) != 4
+    if (PREFIX + 'input' not in meta or len(shape) != 4
         or not all(isinstance(d, (int, np.integer)) for d in shape[1:3])):
       raise UserInputError(f'{path}: not a model written by export.py '
                            '(no tasad_jax input contract)')
@@ -94,10 +95,10 @@ class ExportedModel:
     self.height, self.width = int(shape[1]), int(shape[2])
     # A fixed batch (TFLite) is filled up; a symbolic one (ONNX) is not.
     self.batch = int(shape[0]) if isinstance(shape[0], (int, np.integer)) else 0
-    self.method = meta.get(_PREFIX + 'output', '')
-    self.thresholds = {k: float(meta[_PREFIX + f'{k}_threshold'])
+    self.method = meta.get(PREFIX + 'output', '')
+    self.thresholds = {k: float(meta[PREFIX + f'{k}_threshold'])
                        for k in ('image', 'pixel')
-                       if _PREFIX + f'{k}_threshold' in meta}
+                       if PREFIX + f'{k}_threshold' in meta}
     self.warnings = [] if self.thresholds else [
         f'{path}: no thresholds in its metadata (no decisions or masks)']
 
@@ -118,11 +119,4 @@ class ExportedModel:
     maps = np.concatenate([o[0] for o in outs])[:len(rgb)]
     scores = np.concatenate([o[1] for o in outs])[:len(rgb)].astype(np.float32)
     maps = [imageio.resize_map(m, h, w) for m, (h, w) in zip(maps, sizes)]
-    pack = np.stack if len(set(sizes)) == 1 else list
-    image_t, pixel_t = self.thresholds.get('image'), self.thresholds.get('pixel')
-    return {
-        'anomaly_maps': pack(maps),
-        'scores': scores,
-        'decisions': None if image_t is None else scores > image_t,
-        'masks': None if pixel_t is None else pack([m > pixel_t for m in maps]),
-    }
+    return thresholds.decide(maps, scores, self.thresholds)

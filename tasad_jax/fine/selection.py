@@ -154,9 +154,9 @@ def seeds_device(coarse, params: RefineParams, boxes=None):
   """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W],
   of the pixels in `boxes` [N, 4] only when given.
 
-  Written without scatters, sorts or data-dependent gathers (a histogram of
-  comparisons, table lookups as comparisons, a median network), so that the
-  program exports to ONNX and TFLite; the results are the same integers.
+  Written without scatters, sorts or bool gathers (a histogram of
+  comparisons, an int32 table lookup, a median network), so that the program
+  exports to ONNX and TFLite; the results are the same integers.
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   r = jnp.clip(jnp.nan_to_num(jnp.abs(coarse) * 255.0, nan=0.0, posinf=255.0),
@@ -168,9 +168,10 @@ def seeds_device(coarse, params: RefineParams, boxes=None):
   onehot = r.reshape(n, -1, 1) == levels  # [N, HW, 256]
   counts = jnp.sum(onehot & valid.reshape(n, -1, 1), axis=1, dtype=jnp.int32)
   limit = params.histogram_fraction * counts.max(axis=1, keepdims=True)
-  keep = counts <= limit  # [N, 256]
-  kept = jnp.any(onehot & keep[:, None, :], axis=-1).reshape(r.shape)
-  r = jnp.where(kept, r, 0)
+  # Each pixel's count, looked up in the int32 table (a gather the exporters
+  # take, unlike a bool one), is compared with the limit.
+  kept = jnp.take_along_axis(counts, r.reshape(n, -1), axis=1) <= limit
+  r = jnp.where(kept.reshape(r.shape), r, 0)
   median = _median9(_window3(r, boxes))
   return (median > params.seed_threshold) & valid
 

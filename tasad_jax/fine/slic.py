@@ -40,22 +40,24 @@ def rgb_to_lab(rgb: jax.Array) -> jax.Array:
                     200.0 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
-def pad_hw(x: jax.Array, r: int, mode: str) -> jax.Array:
-  """Pads axes 1 and 2 by `r`: 'symmetric' (scipy's 'reflect') or 'edge'.
+def pad_hw(x: jax.Array, r, mode: str) -> jax.Array:
+  """Pads axes 1 and 2 by `r` pixels on each side, or by ((top, bottom),
+  (left, right)): 'symmetric' (scipy's 'reflect') or 'edge'.
 
   Built from slices and concatenation, which keep the batch axis's sharding
-  under explicit mesh axes (jnp.pad's edge mode does not).
+  under explicit mesh axes (jnp.pad's edge mode does not) and which every
+  exporter (ONNX, TFLite) takes.
   """
-  for axis in (1, 2):
+  widths = ((r, r), (r, r)) if isinstance(r, int) else r
+  for axis, (low, high) in zip((1, 2), widths):
     n = x.shape[axis]
     take = lambda a, b: jax.lax.slice_in_dim(x, a, b, axis=axis)
     if mode == 'edge':
-      before = jnp.concatenate([take(0, 1)] * r, axis=axis)
-      after = jnp.concatenate([take(n - 1, n)] * r, axis=axis)
+      parts = [take(0, 1)] * low + [x] + [take(n - 1, n)] * high
     else:
-      before = jnp.flip(take(0, r), axis=axis)
-      after = jnp.flip(take(n - r, n), axis=axis)
-    x = jnp.concatenate([before, x, after], axis=axis)
+      parts = [jnp.flip(take(0, low), axis=axis), x,
+               jnp.flip(take(n - high, n), axis=axis)]
+    x = jnp.concatenate(parts, axis=axis)
   return x
 
 

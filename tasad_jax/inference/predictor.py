@@ -83,17 +83,7 @@ class Predictor:
     maps = [imageio.resize_map(m, h, w)
             for m, (h, w) in zip(out[f'{self.method}_map'], sizes)]
     scores = out[f'{self.method}_score'].astype(np.float32)
-    image_t, pixel_t = self.thresholds.get('image'), self.thresholds.get('pixel')
-    same = len(set(sizes)) == 1
-    # One image: a view, not a copy (a large image's map is hundreds of MB).
-    pack = ((lambda v: v[0][None] if len(v) == 1 else np.stack(v)) if same
-            else (lambda v: v))
-    return {
-        'anomaly_maps': pack(maps),
-        'scores': scores,
-        'decisions': None if image_t is None else scores > image_t,
-        'masks': None if pixel_t is None else pack([m > pixel_t for m in maps]),
-    }
+    return thresholds.decide(maps, scores, self.thresholds)
 
 
 def load(workdir: str, restore_step: int = 0) -> Predictor:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from tasad_jax.core import tiling
-from tasad_jax.fine import fas
+from tasad_jax.fine import fas, slic
 from tasad_jax.inference import two_stage
 from tasad_jax.inference.whole_image import (canvas_geometry, map_scores,
                                              score_sources)
@@ -98,19 +98,6 @@ def _resize(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
   return jnp.einsum('xw,bywc->byxc', cols, images, precision=hi)
 
 
-def _pad_edge(images: jax.Array, rows: tuple[int, int],
-              cols: tuple[int, int]) -> jax.Array:
-  """`jnp.pad(..., mode='edge')` of [B, H, W, C] over H and W, written as
-  concatenated copies of the edge rows and columns (the same values), which
-  ONNX exporters take."""
-  for axis, (before, after) in ((1, rows), (2, cols)):
-    n = images.shape[axis]
-    edge = lambda i: jax.lax.slice_in_dim(images, i, i + 1, axis=axis)
-    images = jnp.concatenate([edge(0)] * before + [images]
-                             + [edge(n - 1)] * after, axis=axis)
-  return images
-
-
 def _canvas_program(runner: two_stage.TwoStage, shape: tuple[int, int],
                     box: tuple[int, int, int, int]) -> Callable:
   """Working-size images -> (maps, scores) through each network once, on
@@ -122,8 +109,8 @@ def _canvas_program(runner: two_stage.TwoStage, shape: tuple[int, int],
   final = runner.method
 
   def run(images):
-    board = _pad_edge(images, (top, shape[0] - h - top),
-                      (left, shape[1] - w - left))
+    board = slic.pad_hw(images, ((top, shape[0] - h - top),
+                                 (left, shape[1] - w - left)), 'edge')
     boxes = jnp.broadcast_to(jnp.asarray(box, jnp.int32), (images.shape[0], 4))
     out = two_stage.in_boxes(runner.fine, fine_input, runner.cas, runner.fas,
                              board, boxes)
@@ -147,8 +134,9 @@ def _tile_program(runner: two_stage.TwoStage, geometry: tiling.Geometry,
 
   def run(images):
     b = images.shape[0]
-    board = _pad_edge(images, (plan.top, plan.canvas[0] - wh - plan.top),
-                      (plan.left, plan.canvas[1] - ww - plan.left))
+    board = slic.pad_hw(images, ((plan.top, plan.canvas[0] - wh - plan.top),
+                                 (plan.left, plan.canvas[1] - ww - plan.left)),
+                        'edge')
     tiles = jnp.stack([board[:, y:y + s, x:x + s] for y, x in plan.tiles], 1)
     tiles = jnp.pad(tiles, ((0, 0), (0, n * chunk - count)) + ((0, 0),) * 3)
     chunks = jnp.swapaxes(tiles.reshape(b, n, chunk, s, s, 3), 0, 1)

@@ -69,6 +69,23 @@ def pixel_threshold(trained: dict | None, method: str) -> float | None:
   return for_output(trained, method).get('pixel')
 
 
+def decide(maps: list[np.ndarray], scores: np.ndarray, values: dict) -> dict:
+  """The predictor's outputs of per-image maps and scores: maps [N, H, W]
+  when all have one size (a list otherwise; one image's map is a view, not a
+  copy), and the decisions and masks of the image and pixel thresholds in
+  `values` (`for_output`; None without them)."""
+  same = len({m.shape for m in maps}) == 1
+  pack = ((lambda v: v[0][None] if len(v) == 1 else np.stack(v)) if same
+          else (lambda v: v))
+  image_t, pixel_t = values.get('image'), values.get('pixel')
+  return {
+      'anomaly_maps': pack(maps),
+      'scores': scores,
+      'decisions': None if image_t is None else scores > image_t,
+      'masks': None if pixel_t is None else pack([m > pixel_t for m in maps]),
+  }
+
+
 def save(workdir: str, values: dict) -> None:
   fileio.write_json(os.path.join(workdir, FILE), values)
 
