@@ -1,17 +1,22 @@
 """Images per second of an exported model in JAX, ONNX Runtime and LiteRT.
 
   python bench/runtimes.py --workdir W [--onnx model.onnx] [--height H --width W]
-                           [--batches 1 8] [--repeats 5]
+                           [--batches 1 8] [--repeats 5] [--input FOLDER]
 
 Exports the workdir's whole program to ONNX (`export.py --format=onnx`; or
 takes `--onnx`, a file already exported from it) and to TFLite for each
 batch size (`--format=tflite --batch=B`), then for each batch size prints a
 JSON line per runtime (`jax`: the jitted export program; `onnxruntime`;
 `litert`: the TFLite file in `ai_edge_litert`, XNNPACK on CPU): `ms_per_batch` and `images_per_s` of the
-compiled program on random images (the median of `--repeats` calls after a
-warm-up call), and how far its maps and scores are from JAX's
+compiled program on random images, or on the images of `--input` (resized
+to the program's size, repeated to fill a batch; the median of `--repeats`
+calls after a warm-up call), and how far its maps and scores are from JAX's
 (`max_map_diff`, `pixels_off`: the share of map values more than 1e-5 away,
-`max_score_diff`). A last line says where ONNX Runtime's time goes: its
+`max_score_diff`). Then, for a two-stage model, a `runtimes_parity` line per
+runtime and batch with the same distances when the files exported with
+`--superpixels_input` are given JAX's superpixels (everything but SLIC), and
+`fine_active`: the share of images whose fine stage kept a superpixel
+(squash models). A last line says where ONNX Runtime's time goes: its
 profile's share of each operator type at the largest batch (the networks are
 `Conv`, the fine stage's superpixels mostly the elementwise, reduction and
 `MatMul` nodes).
@@ -64,6 +69,8 @@ def main() -> None:
   parser.add_argument('--width', type=int, default=0)
   parser.add_argument('--batches', type=int, nargs='+', default=[1, 8])
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--input', default='', help='A folder of images (else '
+                      'random images).')
   args = parser.parse_args()
 
   import jax  # pylint: disable=g-import-not-at-top
@@ -91,9 +98,17 @@ def main() -> None:
         'jax': lambda x: [np.asarray(v) for v in program(x)],
         'onnxruntime': lambda x: session.run(None, {'images': x}),
     }
-    rng = np.random.default_rng(0)
+    pool = (load_images(args.input, h, w, max(args.batches)) if args.input
+            else np.random.default_rng(0).random(
+                (max(args.batches), h, w, 3)).astype(np.float32))
+    parity = model.runner.fas is not None
+    if parity:
+      fed_path = os.path.join(folder, 'fed.onnx')
+      export.export_onnx(model, fed_path, h, w, superpixels_input=True)
+      fed = ort.InferenceSession(fed_path, options)
+      with_superpixels = jax.jit(export.program(model, h, w, 'output'))
     for batch in args.batches:
-      images = rng.random((batch, h, w, 3)).astype(np.float32)
+      images = np.resize(pool, (batch,) + pool.shape[1:])
       tflite = os.path.join(folder, f'model_{batch}.tflite')
       export.export_tflite(model, tflite, h, w, batch)
       lite = interpreter.Interpreter(model_path=tflite).get_signature_runner()
@@ -113,9 +128,52 @@ def main() -> None:
             'max_score_diff': float(np.abs(np.asarray(scores)
                                            - reference[1]).max())}),
               flush=True)
+      if parity:
+        print_parity(model, export, fed, folder, with_superpixels, images, h, w)
     print(json.dumps({'bench': 'runtimes_profile', 'runtime': 'onnxruntime',
                       'batch': args.batches[-1],
                       'share_by_op': ort_profile(path, images)}))
+
+
+def load_images(folder: str, height: int, width: int, count: int
+                ) -> np.ndarray:
+  """Up to `count` images of a folder (sorted), RGB in [0, 1], resized to
+  height x width as `predict.py --model` does."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tasad_jax.data import imageio  # pylint: disable=g-import-not-at-top
+  names = sorted(n for n in os.listdir(folder)
+                 if n.lower().endswith(('.png', '.jpg', '.jpeg', '.bmp')))
+  if not names:
+    raise SystemExit(f'{folder}: no images (--input)')
+  return np.stack([imageio.resize_image(imageio.as_uint8_rgb(np.asarray(
+      Image.open(os.path.join(folder, n)))), (height, width))
+                   for n in names[:count]]).astype(np.float32) / 255.0
+
+
+def print_parity(model, export, fed, folder: str, with_superpixels,
+                 images: np.ndarray, h: int, w: int) -> None:
+  """`runtimes_parity` lines: the files exported with `superpixels_input`
+  against JAX, given JAX's superpixels."""
+  from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
+  maps, scores, superpixels = (np.asarray(v) for v in with_superpixels(images))
+  feed = {'images': images, 'superpixels': superpixels}
+  tflite = os.path.join(folder, f'fed_{len(images)}.tflite')
+  export.export_tflite(model, tflite, h, w, len(images), superpixels_input=True)
+  lite = interpreter.Interpreter(model_path=tflite).get_signature_runner()
+  active = None
+  if model.geometry.mode == 'squash':
+    active = float(np.mean(np.any(model.runner(images)['fas_input'] != 0,
+                                  axis=(1, 2, 3))))
+  for name, out in (('onnxruntime', fed.run(None, feed)),
+                    ('litert', [v for _, v in sorted(lite(**feed).items())])):
+    diff = np.abs(np.asarray(out[0]) - maps)
+    print(json.dumps({
+        'bench': 'runtimes_parity', 'runtime': name, 'superpixels': 'jax',
+        'batch': len(images), 'size': f'{h}x{w}', 'fine_active': active,
+        'max_map_diff': float(diff.max()),
+        'pixels_off': float(np.mean(diff > 1e-5)),
+        'max_score_diff': float(np.abs(np.asarray(out[1]) - scores).max())}),
+          flush=True)
 
 
 if __name__ == '__main__':

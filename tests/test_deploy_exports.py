@@ -8,6 +8,7 @@ the live JAX program in ONNX Runtime, OpenVINO and LiteRT.
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,9 +21,10 @@ import pytest
 from conftest import assert_one_error_line, copy_in_mode, run_script
 import tasad_jax
 from tasad_jax.core import scoring
-from tasad_jax.deploy import export
+from tasad_jax.deploy import export, exported_model
 from tasad_jax.fine import selection, slic
 from tasad_jax.inference import programs
+from tasad_jax.runtime.errors import UserInputError
 
 
 def _reference_seeds(coarse, params, boxes=None):
@@ -53,6 +55,16 @@ def _reference_seeds(coarse, params, boxes=None):
   return (median > params.seed_threshold) & valid
 
 
+def _reference_regions(labels, seed_map):
+  """Step 4 as first written: a scatter-max table of the seeded labels,
+  looked up per pixel."""
+  n = labels.shape[0]
+  flat = labels.reshape(n, -1)
+  kept = jax.vmap(lambda l, s: jnp.zeros(flat.shape[1] + 1, bool).at[l].max(s))(
+      flat, seed_map.reshape(n, -1))
+  return jnp.take_along_axis(kept, flat, axis=1).reshape(labels.shape)
+
+
 def _inputs(rng, n, h, w):
   images = rng.random((n, h, w, 3)).astype(np.float32)
   images[:, h // 4:h // 2, w // 3:w // 2] *= 0.3
@@ -76,18 +88,21 @@ def test_portable_fine_input_equals_the_scatter_forms_bit_for_bit(boxed):
     np.testing.assert_array_equal(seeds(coarse), reference(coarse))
     assert 0 < np.asarray(seeds(coarse)).mean() < 1
     # The dense kept-superpixel regions against the label-table lookup.
-    run = jax.jit(lambda c, x, labels=None, unroll=False:
-                  selection.fas_inputs_device(c, x, params, labels, boxes,
+    run = jax.jit(lambda c, x, choice=None, unroll=False:
+                  selection.fas_inputs_device(c, x, params, choice, boxes,
                                               unroll),
                   static_argnames='unroll')
-    labels = jax.jit(lambda x: slic.slic(x, params.n_segments))(images)
+    choice = jax.jit(lambda x: slic.assign(x, params.n_segments))(images)
+    labels = slic.labels(choice, 36, 44, params.n_segments)
     dense, region = run(coarse, images)
-    table, table_region = run(coarse, images, labels)
-    np.testing.assert_array_equal(region, table_region)
-    np.testing.assert_array_equal(dense, table)
+    table = _reference_regions(labels, seeds(coarse))
+    if boxes is not None:
+      table &= selection.box_mask(boxes, 36, 44)
+    np.testing.assert_array_equal(region, table)
     assert 0 < np.asarray(region).mean() < 1
-    for got, want in zip(run(coarse, images, unroll=True), (dense, region)):
-      np.testing.assert_array_equal(got, want)  # SLIC's loop written out.
+    for given in (run(coarse, images, choice), run(coarse, images, unroll=True)):
+      for got, want in zip(given, (dense, region)):  # Superpixels given, and
+        np.testing.assert_array_equal(got, want)  # SLIC's loop written out.
 
 
 def test_median_network_is_the_sorted_middle():
@@ -125,17 +140,25 @@ import sys
 import numpy as np
 import openvino as ov
 data = np.load(sys.argv[2])
-compiled = ov.Core().compile_model(sys.argv[1], 'CPU')
+# float32 as exported: on CPUs with bfloat16 units (AVX512_BF16, AMX)
+# OpenVINO's default is to run in bfloat16, which moves maps by ~1e-3.
+compiled = ov.Core().compile_model(sys.argv[1], 'CPU',
+                                   {'INFERENCE_PRECISION_HINT': 'f32'})
 out = {}
-for key in data:
-  out[key + '_maps'], out[key + '_scores'] = compiled(data[key]).values()
+for key in [k for k in data if '_' not in k]:
+  feed = {'images': data[key]}
+  if key + '_superpixels' in data:
+    feed['superpixels'] = data[key + '_superpixels']
+  out[key + '_maps'], out[key + '_scores'] = compiled(feed).values()
 np.savez(sys.argv[3], **out)
 """
 
 
 def _openvino(path, batches, folder):
-  """OpenVINO's (maps, scores) of a file for each batch of images."""
-  np.savez(folder / 'in.npz', **{str(i): b for i, b in enumerate(batches)})
+  """OpenVINO's (maps, scores) of a file for each batch of feeds."""
+  np.savez(folder / 'in.npz', **{
+      f'{i}{"" if k == "images" else "_" + k}': v
+      for i, b in enumerate(batches) for k, v in b.items()})
   env = dict(os.environ, HOME=str(folder / 'no_home'))
   result = subprocess.run(
       [sys.executable, '-c', _OPENVINO, path, str(folder / 'in.npz'),
@@ -148,15 +171,17 @@ def _openvino(path, batches, folder):
 
 def _runtimes(path, tflite, batches, folder):
   """{runtime: [(maps, scores) of each batch]} of an ONNX file in ONNX
-  Runtime and OpenVINO, and of a TFLite file (fixed batch) in LiteRT."""
+  Runtime and OpenVINO, and of a TFLite file (fixed batch: the first's) in
+  LiteRT; a batch is a feed, {'images': ...} and with a model exported with
+  `superpixels_input` {'superpixels': ...}."""
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
   from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
   options = ort.SessionOptions()
   options.log_severity_level = 3  # Not its shape-merge warnings.
   session = ort.InferenceSession(path, options)
   lite = interpreter.Interpreter(model_path=tflite).get_signature_runner()
-  out = lite(images=batches[0])
-  return {'onnxruntime': [session.run(None, {'images': b}) for b in batches],
+  out = lite(**batches[0])
+  return {'onnxruntime': [session.run(None, b) for b in batches],
           'openvino': _openvino(path, batches, folder),
           'litert': [(out['anomaly_maps'], out['scores'])]}
 
@@ -191,23 +216,40 @@ def test_exports_equal_the_live_program(tiny_seeded, tiny_onnx, tmp_path,
   assert meta['tasad_jax.input'].startswith(f'images: float32 [batch, {h}, {w}, 3]')
   assert float(meta['tasad_jax.image_threshold']) == model.thresholds['image']
   x = np.random.default_rng(3).random((3, h, w, 3)).astype(np.float32)
-  live = jax.jit(export.program(model, h, w))(x)
+  live = jax.jit(export.program(model, h, w, 'output'))(x)
   if mode == 'squash':  # The export program is the predictor's,
     out = model.runner(x)
     np.testing.assert_allclose(live[0], out['tasad_map'], atol=1e-6)
     kept = np.mean(out['fas_input'] != 0, axis=(1, 2, 3))
     assert (kept > 0.1).all() and (kept < 0.9).all()  # and keeps superpixels.
-  batches = (x, x[:1])  # The batch dimension is symbolic.
+  batches = ({'images': x}, {'images': x[:1]})  # The batch is symbolic.
   for name, outputs in _runtimes(path, tflite, batches, tmp_path).items():
     for batch, (maps, scores) in zip(batches, outputs):
       # The networks and scores agree to float round-off (~1e-8 here). SLIC
       # runs in the runtime too: a pixel whose colour distance to two
       # centres ties to within ~1e-6 may join the other superpixel, which
       # changes the FAS input there, so up to 1% of pixels may differ more.
-      diff = np.abs(maps - np.asarray(live[0][:len(batch)]))
+      n = len(batch['images'])
+      diff = np.abs(maps - np.asarray(live[0][:n]))
       assert np.mean(diff > 1e-5) <= 0.01, (name, diff.max())
-      np.testing.assert_allclose(scores, live[1][:len(batch)], atol=1e-3,
-                                 err_msg=name)
+      np.testing.assert_allclose(scores, live[1][:n], atol=1e-3, err_msg=name)
+  # With JAX's superpixels fed in, everything else agrees to 1e-5.
+  for fmt, batch in (('onnx', 0), ('tflite', 3)):
+    assert export.export(workdir, str(tmp_path / f'fed.{fmt}'), fmt,
+                         *((0, 0) if mode == 'squash' else (h, w)),
+                         batch=batch or 1, superpixels_input=True) == (h, w)
+  fed = [{'images': x, 'superpixels': np.asarray(live[2])},
+         {'images': x[:1], 'superpixels': np.asarray(live[2][:1])}]
+  for name, outputs in _runtimes(str(tmp_path / 'fed.onnx'),
+                                 str(tmp_path / 'fed.tflite'), fed,
+                                 tmp_path).items():
+    for batch, (maps, scores) in zip(fed, outputs):
+      n = len(batch['images'])
+      np.testing.assert_allclose(maps, live[0][:n], atol=1e-5, err_msg=name)
+      np.testing.assert_allclose(scores, live[1][:n], atol=1e-5, err_msg=name)
+  for fmt in ('onnx', 'tflite'):  # Not a model to serve.
+    with pytest.raises(UserInputError, match='--superpixels_input'):
+      exported_model.ExportedModel(str(tmp_path / f'fed.{fmt}'))
   if mode == 'tile':  # Each file alone scores a folder, as the workdir does.
     photos = tmp_path / 'photos'
     photos.mkdir()
@@ -229,6 +271,36 @@ def test_exports_equal_the_live_program(tiny_seeded, tiny_onnx, tmp_path,
       assert [r['decision'] for r in rows] == [str(int(d)) for d in
                                                want['decisions']]
       assert len(os.listdir(out / 'masks')) == 3
+
+
+@pytest.mark.parametrize('mode', ['tiles', 'pad', 'coarse'])
+def test_other_programs_export(tiny_seeded, tmp_path, mode):
+  """The other programs in ONNX Runtime against JAX: a tile model above its
+  whole-image bound (tiles in a loop, blended), a pad model (resized to its
+  working size and back), and a model without its fine stage."""
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / mode)
+  if mode == 'coarse':
+    shutil.copytree(tiny_seeded, workdir)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', 'fas'))
+    h, w = 32, 32
+  else:
+    copy_in_mode(tiny_seeded, workdir, 'tile' if mode == 'tiles' else 'pad',
+                 whole_image_pixels=0)
+    h, w = 40, 52
+  path = str(tmp_path / 'model.onnx')
+  assert export.export(workdir, path, 'onnx', *((0, 0) if mode == 'coarse'
+                                                else (h, w))) == (h, w)
+  model = tasad_jax.load(workdir)
+  assert (model.runner.fas is None) == (mode == 'coarse')
+  x = np.random.default_rng(5).random((2, h, w, 3)).astype(np.float32)
+  live = jax.jit(export.program(model, h, w))(x)
+  options = ort.SessionOptions()
+  options.log_severity_level = 3
+  maps, scores = ort.InferenceSession(path, options).run(None, {'images': x})
+  diff = np.abs(maps - np.asarray(live[0]))  # As the test above.
+  assert np.mean(diff > 1e-5) <= 0.01, diff.max()
+  np.testing.assert_allclose(scores, live[1], atol=1e-3)
 
 
 @pytest.mark.parametrize('flags,expected', [

@@ -121,6 +121,8 @@ def test_outputs_that_cannot_be_made_are_refused_before_work(tiny_workdir,
       ('predict.py', [f'--input={photos}', f'--output={tmp_path / "o"}',
                       '--batch_size=0'], 'batch_size'),
       ('export.py', [f'--output={tmp_path / "folder"}'], 'is a folder'),
+      ('export.py', [f'--output={tmp_path / "m.stablehlo"}',
+                     '--superpixels_input'], 'for --format=onnx or tflite'),
       ('validation_split.py', [f'--output={tmp_path / "file"}'],
        'not a folder')):
     extra = {} if script == 'validation_split.py' else {'config': None}

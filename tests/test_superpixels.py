@@ -57,13 +57,16 @@ def test_device_fas_input_equals_host_with_the_same_superpixels():
   coarse[:, 50, 10] = 0.9  # and a single pixel the median removes.
   params = selection.RefineParams(histogram_fraction=0.95, seed_threshold=30,
                                n_segments=40)
-  labels = np.stack([selection.superpixels(img, params) for img in images])
+  choice = slic.assign(jnp.asarray(images), params.n_segments)
+  labels = np.asarray(slic.labels(choice, 64, 64, params.n_segments))
   device, region = selection.fas_inputs_device(
       jnp.asarray(coarse[..., None], jnp.float32), jnp.asarray(images), params,
-      jnp.asarray(labels))
-  for i in range(3):
-    host, host_region = selection.fas_input(coarse[i].astype(np.float32),
-                                         images[i], params)
+      choice)
+  for i in range(3):  # The host's steps with the same superpixels.
+    host_region = selection.keep_superpixels(
+        selection.seeds(coarse[i].astype(np.float32), params), labels[i])
     np.testing.assert_array_equal(np.asarray(region[i]), host_region)
-    np.testing.assert_allclose(np.asarray(device[i]), host, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(device[i]),
+                               selection.crop(images[i], host_region),
+                               atol=1e-6)
   assert 0 < np.asarray(region).mean() < 1

@@ -7,7 +7,9 @@
 dimension symbolic; `saved_model` writes a TensorFlow SavedModel via jax2tf;
 `onnx` an ONNX model via jax2onnx (batch symbolic) and `tflite` a TFLite
 model (batch fixed, `--batch`); the metadata of both holds the input contract
-and the thresholds.
+and the thresholds. `--superpixels_input` exports, for parity checks, the
+program that takes the superpixels as a second input (`superpixels`, int32)
+instead of computing them.
 A model trained with `config.data.resize` 'pad' or 'tile' is exported for one
 image size, `--height` and `--width`, with its padding or tiling inside.
 """
@@ -33,6 +35,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('width', 0, 'Image width to serve (as --height).')
   flags.DEFINE_integer('batch', 1, 'Images per call of a tflite model (its '
                        'batch is fixed; onnx and stablehlo take any).')
+  flags.DEFINE_bool('superpixels_input', False, 'onnx, tflite: the program '
+                    "takes the fine stage's superpixels as a second input "
+                    '(parity checks against another runtime).')
   flags.mark_flags_as_required(['workdir', 'output'])
 
 
@@ -41,7 +46,7 @@ def main(argv):
   from tasad_jax.deploy import export  # pylint: disable=g-import-not-at-top
   height, width = export.export(FLAGS.workdir, FLAGS.output, FLAGS.format,
                                 FLAGS.height, FLAGS.width, FLAGS.restore_step,
-                                FLAGS.batch)
+                                FLAGS.batch, FLAGS.superpixels_input)
   b = FLAGS.batch if FLAGS.format == 'tflite' else 'batch'
   print(f'Wrote {FLAGS.output} ({FLAGS.format}, images [{b}, {height}, '
         f'{width}, 3] float32 RGB in [0, 1] -> anomaly_maps [{b}, {height}, '

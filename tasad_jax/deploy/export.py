@@ -50,12 +50,21 @@ def image_shape(geometry: tiling.Geometry, height: int = 0, width: int = 0
   return height, width
 
 
-def program(model, height: int = 0, width: int = 0) -> Callable:
+def program(model, height: int = 0, width: int = 0,
+            superpixels: str = 'computed') -> Callable:
   """images [B, H, W, 3] -> (maps [B, H, W], scores [B]) with fixed weights
-  (`programs.program`); H x W from `image_shape`."""
+  (`programs.program`, its `superpixels` mode); H x W from `image_shape`."""
   height, width = image_shape(model.geometry, height, width)
   return programs.program(model.runner, model.geometry, height, width,
-                             model.config.eval.batch_size)
+                          model.config.eval.batch_size, superpixels)
+
+
+def superpixels_shape(model, height: int, width: int) -> tuple[int, ...]:
+  """The shape, less the batch, of the superpixels input of a program
+  exported with `superpixels_input` (int32 indices, `slic.assign`'s)."""
+  run = program(model, height, width, 'output')
+  images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+  return jax.eval_shape(run, images)[2].shape[1:]
 
 
 def export_stablehlo(model, path: str, height: int = 0, width: int = 0) -> None:
@@ -67,20 +76,27 @@ def export_stablehlo(model, path: str, height: int = 0, width: int = 0) -> None:
   fileio.write_bytes(path, exported.serialize())
 
 
-def _serving_module(model, height: int, width: int, batch: int | None):
-  """(tf.Module, its tf.function): jax2tf's program as the signature
-  `images` -> {`anomaly_maps`, `scores`}, batch `None` symbolic."""
+def _serving_module(model, height: int, width: int, batch: int | None,
+                    superpixels_input: bool = False):
+  """tf.Module whose tf.function `serve` is jax2tf's program as the
+  signature `images` (and `superpixels`) -> {`anomaly_maps`, `scores`},
+  batch `None` symbolic."""
   from tasad_jax.runtime.tf_host import tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  specs = [tf.TensorSpec([batch, height, width, 3], tf.float32, name='images')]
+  if superpixels_input:
+    specs.append(tf.TensorSpec(
+        [batch, *superpixels_shape(model, height, width)], tf.int32,
+        name='superpixels'))
   converted = jax2tf.convert(
-      program(model, height, width),
-      polymorphic_shapes=[f'(b, {height}, {width}, 3)'] if batch is None
-      else None)
+      program(model, height, width,
+              'input' if superpixels_input else 'computed'),
+      polymorphic_shapes=None if batch is not None else
+      [f'(b, {", ".join(map(str, s.shape[1:]))})' for s in specs])
   module = tf.Module()
   module.serve = tf.function(
-      lambda images: dict(zip(('anomaly_maps', 'scores'), converted(images))),
-      input_signature=[tf.TensorSpec([batch, height, width, 3], tf.float32,
-                                     name='images')], autograph=False)
+      lambda *inputs: dict(zip(('anomaly_maps', 'scores'), converted(*inputs))),
+      input_signature=specs, autograph=False)
   return module
 
 
@@ -101,10 +117,10 @@ def export_saved_model(model, path: str, height: int = 0, width: int = 0
 ONNX_OPSET = 21  # ONNX Runtime >= 1.18, OpenVINO >= 2024.2.
 
 
-def model_metadata(model, height: int, width: int, batch: str = 'batch'
-                   ) -> dict[str, str]:
+def model_metadata(model, height: int, width: int, batch: str = 'batch',
+                   superpixels_input: bool = False) -> dict[str, str]:
   """The exported model's contract, stored in an ONNX or TFLite model's
-  metadata: what the input is, what the outputs are, and the decision
+  metadata: what the inputs are, what the outputs are, and the decision
   thresholds."""
   p = exported_model.PREFIX
   meta = {
@@ -116,14 +132,23 @@ def model_metadata(model, height: int, width: int, batch: str = 'batch'
       p + 'resize': model.geometry.mode,
       p + 'coarse_method': str(model.config.coarse.name),
   }
+  if superpixels_input:
+    shape = ', '.join(map(str, superpixels_shape(model, height, width)))
+    meta[p + 'superpixels_input'] = (
+        f'superpixels: int32 [{batch}, {shape}], the SLIC assignment of '
+        "another runtime's program (`programs.SUPERPIXELS`), for parity "
+        'checks')
   for kind in ('image', 'pixel'):
     if kind in model.thresholds:
       meta[f'{p}{kind}_threshold'] = repr(float(model.thresholds[kind]))
   return meta
 
 
-def export_onnx(model, path: str, height: int = 0, width: int = 0) -> None:
-  """Writes the program as an ONNX model (`jax2onnx`) to `path`."""
+def export_onnx(model, path: str, height: int = 0, width: int = 0,
+                superpixels_input: bool = False) -> None:
+  """Writes the program as an ONNX model (`jax2onnx`) to `path`; with
+  `superpixels_input`, the one that takes the superpixels as a second input
+  `superpixels` (parity checks: `programs.SUPERPIXELS`)."""
   import contextlib  # pylint: disable=g-import-not-at-top
   import io  # pylint: disable=g-import-not-at-top
   import logging  # pylint: disable=g-import-not-at-top
@@ -137,29 +162,37 @@ def export_onnx(model, path: str, height: int = 0, width: int = 0) -> None:
     raise UserInputError("--format=onnx needs jax2onnx and onnx: pip install "
                          "'tasad_jax[deploy]'") from None
   h, w = image_shape(model.geometry, height, width)
+  b, = jax.export.symbolic_shape('batch')
+  specs = [jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32)]
+  if superpixels_input:
+    specs.append(jax.ShapeDtypeStruct(
+        (b, *superpixels_shape(model, h, w)), jnp.int32))
   root = logging.getLogger()
   level = root.level
   root.setLevel(max(level, logging.WARNING))  # It logs its arguments at INFO.
   try:
     with contextlib.redirect_stdout(io.StringIO()):
-      proto = jax2onnx.to_onnx(program(model, h, w), [('batch', h, w, 3)],
-                               model_name='tasad_jax', opset=ONNX_OPSET,
-                               input_names=['images'],
-                               output_names=['anomaly_maps', 'scores'])
+      proto = jax2onnx.to_onnx(
+          program(model, h, w, 'input' if superpixels_input else 'computed'),
+          specs, model_name='tasad_jax', opset=ONNX_OPSET,
+          input_names=['images', 'superpixels'][:len(specs)],
+          output_names=['anomaly_maps', 'scores'])
   finally:
     root.setLevel(level)
-  for key, value in model_metadata(model, h, w).items():
+  for key, value in model_metadata(model, h, w, superpixels_input=
+                                   superpixels_input).items():
     proto.metadata_props.add(key=key, value=value)
   fileio.write_bytes(path, proto.SerializeToString())
 
 
 def export_tflite(model, path: str, height: int = 0, width: int = 0,
-                  batch: int = 1) -> None:
+                  batch: int = 1, superpixels_input: bool = False) -> None:
   """Writes the program as a TFLite model with a fixed `batch` to `path`:
   jax2tf's StableHLO lowered to TFLite built-in ops by TensorFlow's
   converter (no TF ops, no XLA call), signature `serving_default` with input
   `images` and outputs `anomaly_maps` and `scores`; the contract as JSON in
-  the model's metadata entry `exported_model.TFLITE_METADATA`."""
+  the model's metadata entry `exported_model.TFLITE_METADATA`
+  (`superpixels_input`: as `export_onnx`)."""
   import json  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
   from tasad_jax.runtime.tf_host import tf  # pylint: disable=g-import-not-at-top
@@ -170,14 +203,15 @@ def export_tflite(model, path: str, height: int = 0, width: int = 0,
                          'has a fixed batch)')
   h, w = image_shape(model.geometry, height, width)
   with tempfile.TemporaryDirectory() as folder:  # Its signature comes along.
-    _save_module(_serving_module(model, h, w, batch), folder)
+    _save_module(_serving_module(model, h, w, batch, superpixels_input),
+                 folder)
     converter = tf.lite.TFLiteConverter.from_saved_model(folder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     flat = flatbuffer_utils.convert_bytearray_to_object(
         bytearray(converter.convert()))
   entry = schema.BufferT()
-  entry.data = list(json.dumps(model_metadata(model, h, w, str(batch)))
-                    .encode())
+  entry.data = list(json.dumps(model_metadata(
+      model, h, w, str(batch), superpixels_input)).encode())
   flat.buffers.append(entry)
   meta = schema.MetadataT()
   meta.name, meta.buffer = exported_model.TFLITE_METADATA, len(flat.buffers) - 1
@@ -192,9 +226,13 @@ FORMATS = {'stablehlo': export_stablehlo, 'saved_model': export_saved_model,
 
 def export(workdir: str, output: str, format_: str = 'stablehlo',
            height: int = 0, width: int = 0, restore_step: int = 0,
-           batch: int = 1) -> tuple[int, int]:
+           batch: int = 1, superpixels_input: bool = False
+           ) -> tuple[int, int]:
   """Exports a workdir's model to `output`; returns the (height, width) of
-  the images the program takes (`batch`: TFLite's fixed batch)."""
+  the images the program takes (`batch`: TFLite's fixed batch;
+  `superpixels_input`: ONNX and TFLite, as `export_onnx`)."""
+  if superpixels_input and format_ not in ('onnx', 'tflite'):
+    raise UserInputError('--superpixels_input: for --format=onnx or tflite')
   fileio.check_writable(output, folder=format_ == 'saved_model',
                         what='--output')
   config = predictor.load_config(workdir, restore_step)
@@ -203,6 +241,8 @@ def export(workdir: str, output: str, format_: str = 'stablehlo',
   write = FORMATS[format_]
   if format_ == 'tflite':
     write = functools.partial(write, batch=batch)
+  if superpixels_input:
+    write = functools.partial(write, superpixels_input=True)
   write(predictor.Predictor(config, workdir), output, height, width)
   return height, width
 

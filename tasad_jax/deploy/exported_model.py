@@ -87,6 +87,9 @@ class ExportedModel:
     except Exception as e:  # pylint: disable=broad-except
       raise UserInputError(f'{path}: not a model its runtime can load '
                            f'({str(e).splitlines()[0][:200]})') from None
+    if PREFIX + 'superpixels_input' in meta:
+      raise UserInputError(f'{path}: exported with --superpixels_input, for '
+                           'parity checks; export without it to serve')
     if (PREFIX + 'input' not in meta or len(shape) != 4
         or not all(isinstance(d, (int, np.integer)) for d in shape[1:3])):
       raise UserInputError(f'{path}: not a model written by export.py '

@@ -77,22 +77,35 @@ class FineInput:
       return self.params
     return selection.scaled(self.params, pixels, self.tile_pixels)
 
-  def device(self, coarse_variables: Any, images: jax.Array
+  def superpixels(self, images: jax.Array) -> jax.Array:
+    """SLIC's assignment (`slic.assign`) of images [N, H, W, 3], with the
+    segments of their size (`params_for`), jit-able: what `device` and
+    `device_in_boxes` compute when not given one."""
+    from tasad_jax.fine import slic  # pylint: disable=g-import-not-at-top
+    p = self.params_for(images.shape[1] * images.shape[2])
+    return slic.assign(images, p.n_segments, p.compactness, p.sigma,
+                       unroll=self.unroll)
+
+  def device(self, coarse_variables: Any, images: jax.Array,
+             choice: jax.Array | None = None
              ) -> tuple[dict[str, jax.Array], jax.Array]:
-    """(coarse outputs, FAS input) of images [N, S, S, 3], jit-able.
+    """(coarse outputs, FAS input) of images [N, S, S, 3], jit-able; with
+    the superpixels `choice` (`superpixels`) when given.
 
     The coarse stage is frozen: no gradient flows into it.
     """
     outputs = jax.lax.stop_gradient(self.coarse.outputs(coarse_variables, images))
     return outputs, selection.fas_inputs_device(
-        outputs['map'], images, self.params, unroll=self.unroll)[0]
+        outputs['map'], images, self.params, choice, unroll=self.unroll)[0]
 
   def device_in_boxes(self, coarse_maps: jax.Array, images: jax.Array,
-                      boxes: jax.Array) -> jax.Array:
+                      boxes: jax.Array, choice: jax.Array | None = None
+                      ) -> jax.Array:
     """FAS inputs [N, H, W, 3] of images on padded canvases [N, H, W, 3]
-    with their coarse maps [N, H, W, 1] and boxes [N, 4], jit-able."""
+    with their coarse maps [N, H, W, 1] and boxes [N, 4], jit-able; with
+    the superpixels `choice` (`superpixels`) when given."""
     params = self.params_for(images.shape[1] * images.shape[2])
-    return selection.fas_inputs_device(coarse_maps, images, params,
+    return selection.fas_inputs_device(coarse_maps, images, params, choice,
                                        boxes=boxes, unroll=self.unroll)[0]
 
   def seeded_in_boxes(self, coarse_maps: jax.Array, boxes: jax.Array

@@ -176,7 +176,7 @@ def seeds_device(coarse, params: RefineParams, boxes=None):
   return (median > params.seed_threshold) & valid
 
 
-def fas_inputs_device(coarse, images, params: RefineParams, labels=None,
+def fas_inputs_device(coarse, images, params: RefineParams, choice=None,
                       boxes=None, unroll: bool = False):
   """Steps 1-5 on device: coarse [N, H, W, 1], images [N, H, W, 3] in [0, 1].
 
@@ -184,8 +184,9 @@ def fas_inputs_device(coarse, images, params: RefineParams, labels=None,
     coarse: the coarse stage's maps.
     images: the images the maps were computed from.
     params: thresholds and SLIC parameters.
-    labels: superpixels [N, H, W] (from 1) to use instead of computing them
-      with `tasad_jax.fine.slic` (a scatter: JAX only, not exported).
+    choice: the superpixels of `images` as `tasad_jax.fine.slic.assign`
+      returns them, or None to compute them here (given, they let an
+      exported program be checked with the superpixels of another runtime).
     boxes: [N, 4] (top, left, height, width) of each image on its padded
       canvas, or None for the whole canvas.
     unroll: SLIC's iterations written out (`slic.assign`), for ONNX.
@@ -193,21 +194,13 @@ def fas_inputs_device(coarse, images, params: RefineParams, labels=None,
   Returns:
     (FAS input [N, H, W, 3], kept region [N, H, W] bool).
   """
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from tasad_jax.fine import slic as device_slic  # pylint: disable=g-import-not-at-top
   seed_map = seeds_device(coarse[..., 0], params, boxes)
-  if labels is None:
+  if choice is None:
     choice = device_slic.assign(images, params.n_segments, params.compactness,
                                 params.sigma, unroll=unroll)
-    region = device_slic.regions(choice, seed_map, params.n_segments)
-  else:
-    n = labels.shape[0]
-    flat = labels.reshape(n, -1)
-    size = int(np.prod(labels.shape[1:])) + 1  # Labels never exceed the pixels.
-    kept = jax.vmap(lambda l, s: jnp.zeros(size, bool).at[l].max(s))(
-        flat, seed_map.reshape(n, -1))
-    region = jnp.take_along_axis(kept, flat, axis=1).reshape(labels.shape)
+  region = device_slic.regions(choice, seed_map, params.n_segments)
   if boxes is not None:
     region &= box_mask(boxes, *images.shape[1:3])
   x = images * region[..., None]

@@ -42,9 +42,11 @@ def coarse_only(coarse: methods.CoarseMethod, variables, images
 
 
 def two_stage(fine_stage: fas.FineStage, fine_input: fas.FineInput,
-              cas_variables, fas_variables, images) -> dict[str, jax.Array]:
-  """The whole two-stage program on device, for images [N, S, S, 3]."""
-  outputs, fas_input = fine_input.device(cas_variables, images)
+              cas_variables, fas_variables, images, choice=None
+              ) -> dict[str, jax.Array]:
+  """The whole two-stage program on device, for images [N, S, S, 3] (with
+  their superpixels `choice` when given: `FineInput.superpixels`)."""
+  outputs, fas_input = fine_input.device(cas_variables, images, choice)
   coarse = fine_input.coarse
   tasad = outputs['map'] + fine_stage.apply(fas_variables, fas_input)
   cas_score = coarse.image_score(outputs['map'], outputs)
@@ -76,16 +78,17 @@ def add_in_boxes(fine_stage: fas.FineStage, outputs: dict, fas_map, cas_score,
 
 
 def in_boxes(fine_stage: fas.FineStage, fine_input: fas.FineInput | None,
-             cas_variables, fas_variables, images, boxes
+             cas_variables, fas_variables, images, boxes, choice=None
              ) -> dict[str, jax.Array]:
   """The two-stage program (or the coarse stage's, without `fine_input`) of
-  canvases [N, H, W, 3] in [0, 1] with boxes [N, 4], on device, jit-able."""
+  canvases [N, H, W, 3] in [0, 1] with boxes [N, 4] (and superpixels
+  `choice` when given), on device, jit-able."""
   outputs, cas_score = coarse_in_boxes(fine_stage.coarse, cas_variables,
                                        images, boxes)
   if fine_input is None:
     return {'cas_map': outputs['map'], 'cas_score': cas_score}
   fas_map = fine_stage.apply(fas_variables, fine_input.device_in_boxes(
-      outputs['map'], images, boxes))
+      outputs['map'], images, boxes, choice))
   return add_in_boxes(fine_stage, outputs, fas_map, cas_score, boxes)
 
 
