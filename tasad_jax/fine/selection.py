@@ -150,12 +150,35 @@ def _window3(r, boxes):
   return out
 
 
+def _histogram(values, valid):
+  """Counts [N, 256] of the int32 values [N, P] in 0..255 where `valid`.
+
+  A one-hot matrix product: value v = 16 hi + lo, and the count of (hi, lo)
+  is the product of the [P, 16] one-hots of hi (masked) and of lo, exact in
+  float32 below 2**24 values (a count of comparisons with all 256 levels
+  beyond). 32 comparisons a value instead of 256, and no scatter.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  n, p = values.shape
+  if p >= 2 ** 24:
+    onehot = values[..., None] == jnp.arange(256, dtype=jnp.int32)
+    return jnp.sum(onehot & valid[..., None], axis=1, dtype=jnp.int32)
+  sixteen = jnp.arange(16, dtype=jnp.int32)
+  high = jax.lax.div(values, 16)  # Values are >= 0: floor division.
+  hi = ((high[..., None] == sixteen) & valid[..., None]).astype(jnp.float32)
+  lo = ((values - 16 * high)[..., None] == sixteen).astype(jnp.float32)
+  counts = jnp.einsum('nph,npl->nhl', hi, lo,
+                      precision=jax.lax.Precision.HIGHEST)
+  return counts.reshape(n, 256).astype(jnp.int32)
+
+
 def seeds_device(coarse, params: RefineParams, boxes=None):
   """Steps 1-3 on device: coarse maps [N, H, W] -> boolean seeds [N, H, W],
   of the pixels in `boxes` [N, 4] only when given.
 
-  Written without scatters, sorts or bool gathers (a histogram of
-  comparisons, an int32 table lookup, a median network), so that the program
+  Written without scatters, sorts or bool gathers (a histogram as a matrix
+  product, an int32 table lookup, a median network), so that the program
   exports to ONNX and TFLite; the results are the same integers.
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -164,9 +187,7 @@ def seeds_device(coarse, params: RefineParams, boxes=None):
   n, h, w = r.shape
   valid = (jnp.ones(r.shape, bool) if boxes is None
            else box_mask(boxes, h, w))
-  levels = jnp.arange(256, dtype=jnp.int32)
-  onehot = r.reshape(n, -1, 1) == levels  # [N, HW, 256]
-  counts = jnp.sum(onehot & valid.reshape(n, -1, 1), axis=1, dtype=jnp.int32)
+  counts = _histogram(r.reshape(n, -1), valid.reshape(n, -1))
   limit = params.histogram_fraction * counts.max(axis=1, keepdims=True)
   # Each pixel's count, looked up in the int32 table (a gather the exporters
   # take, unlike a bool one), is compared with the limit.
