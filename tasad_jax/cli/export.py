@@ -48,9 +48,11 @@ def main(argv):
                                 FLAGS.height, FLAGS.width, FLAGS.restore_step,
                                 FLAGS.batch, FLAGS.superpixels_input)
   b = FLAGS.batch if FLAGS.format == 'tflite' else 'batch'
+  extra = (' and superpixels int32 (parity checks; shape in its metadata)'
+           if FLAGS.superpixels_input else '')
   print(f'Wrote {FLAGS.output} ({FLAGS.format}, images [{b}, {height}, '
-        f'{width}, 3] float32 RGB in [0, 1] -> anomaly_maps [{b}, {height}, '
-        f'{width}], scores [{b}])')
+        f'{width}, 3] float32 RGB in [0, 1]{extra} -> anomaly_maps [{b}, '
+        f'{height}, {width}], scores [{b}])')
 
 
 def run(argv=None) -> None:
