@@ -45,12 +45,12 @@ def write_blobs(root, category='tile', size=32):
 
 
 def _destseg(root):
-  """Dark disks on grey parts; 120 steps make DeSTSeg's maps beat chance."""
+  """Dark disks on grey parts; 200 steps make DeSTSeg's maps beat chance."""
   config = small_config('destseg')
   config.data.root, config.data.category = root, 'plain'
-  config.train.cas_steps, config.train.fas_steps = 120, 3
+  config.train.cas_steps, config.train.fas_steps = 200, 3
   config.coarse.destseg.student_fraction = 0.3
-  config.train.checkpoint_every, config.train.log_every = 120, 20
+  config.train.checkpoint_every, config.train.log_every = 200, 20
   return config
 
 
