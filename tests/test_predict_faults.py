@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -78,6 +79,34 @@ def test_a_stopped_predict_leaves_the_previous_output(tiny_workdir, tmp_path,
   assert [l for l in err.splitlines() if l.startswith('stopped:')], err[-2000:]
   assert snapshot(out) == before
   assert sorted(os.listdir(tmp_path)) == ['out', 'photos']
+
+
+# A command whose stop signal arrives while a finaliser runs: Python raises
+# the stop there, prints it as ignored and goes on.
+_STOPPED_IN_A_FINALISER = """
+import signal, sys, time
+from tasad_jax.runtime import errors
+class Finalised:
+  def __del__(self):
+    signal.raise_signal(getattr(signal, sys.argv[1]))
+    for _ in range(10):
+      pass
+def main(argv):
+  Finalised()
+  time.sleep(2)
+  print('finished', file=sys.stderr)
+errors.cli_main(main)(['command'])
+"""
+
+
+@pytest.mark.parametrize('sig,status', [('SIGINT', 130), ('SIGTERM', 143)])
+def test_a_stop_raised_inside_a_finaliser_still_stops(sig, status):
+  result = subprocess.run([sys.executable, '-c', _STOPPED_IN_A_FINALISER, sig],
+                          capture_output=True, text=True, timeout=60,
+                          check=False)
+  assert result.returncode == status, result.stderr
+  assert 'finished' not in result.stderr
+  assert [l for l in result.stderr.splitlines() if l.startswith('stopped:')]
 
 
 def test_full_and_read_only_disks_are_one_line(tiny_workdir, tmp_path):

@@ -131,7 +131,21 @@ def _echo(value) -> bool:
 
 
 def _quiet_unraisable(unraisable) -> None:
-  if not _echo(unraisable.exc_value):
+  """Python's hook, less `_echo`'s reports; and a stop (Ctrl-C, SIGTERM)
+  whose exception was raised inside a finaliser, where Python prints and
+  drops it, is delivered again 50 ms later, from another thread, so that
+  its handler runs after the finaliser and the command stops as asked."""
+  value = unraisable.exc_value
+  if isinstance(value, (KeyboardInterrupt, Terminated)):
+    if isinstance(value, Terminated) and (
+        threading.current_thread() is threading.main_thread()):
+      signal.signal(signal.SIGTERM, _raise_terminated)
+    again = threading.Timer(0.05, signal.raise_signal, (
+        signal.SIGINT if isinstance(value, KeyboardInterrupt)
+        else signal.SIGTERM,))
+    again.daemon = True
+    again.start()
+  elif not _echo(value):
     sys.__unraisablehook__(unraisable)
 
 
