@@ -64,6 +64,8 @@ def _exec(request: dict) -> None:
                          (1, request['stdout'], os.O_WRONLY),
                          (2, request['stderr'], os.O_WRONLY)):
     os.dup2(os.open(path, mode), fd)
+  # Ctrl-C as in a freshly started Python, whatever the test process left.
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   script = request['argv'][0]
   sys.argv = list(request['argv'])
   sys.path[0] = os.path.dirname(os.path.abspath(script))
@@ -216,7 +218,8 @@ class Launcher:
     if path is None:
       return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=lambda: signal.signal(
+                                  signal.SIGINT, signal.SIG_DFL))
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(self._socket())
     streams = [tempfile.mkstemp(prefix='run_', dir=self._dir)
