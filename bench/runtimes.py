@@ -139,15 +139,13 @@ def load_images(folder: str, height: int, width: int, count: int
                 ) -> np.ndarray:
   """Up to `count` images of a folder (sorted), RGB in [0, 1], resized to
   height x width as `predict.py --model` does."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   from tasad_jax.data import imageio  # pylint: disable=g-import-not-at-top
-  names = sorted(n for n in os.listdir(folder)
-                 if n.lower().endswith(('.png', '.jpg', '.jpeg', '.bmp')))
-  if not names:
+  paths = sorted(os.path.join(folder, n) for n in os.listdir(folder))
+  paths = [p for p in paths if imageio.is_image_file(p)][:count]
+  if not paths:
     raise SystemExit(f'{folder}: no images (--input)')
-  return np.stack([imageio.resize_image(imageio.as_uint8_rgb(np.asarray(
-      Image.open(os.path.join(folder, n)))), (height, width))
-                   for n in names[:count]]).astype(np.float32) / 255.0
+  return np.stack([imageio.resize_image(imageio.read_image(p), (height, width))
+                   for p in paths]).astype(np.float32) / 255.0
 
 
 def print_parity(model, export, fed, folder: str, with_superpixels,

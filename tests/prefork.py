@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,10 +217,14 @@ class Launcher:
       self._socket()  # The check below reads the server's environment.
       path = self._path_added(env)
     if path is None:
+      # Ctrl-C caught here is Ctrl-C at its default in the child: not the
+      # ignored one some library may have left (no preexec_fn, which would
+      # fork a process running JAX's threads).
+      if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
       return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, preexec_fn=lambda: signal.signal(
-                                  signal.SIGINT, signal.SIG_DFL))
+                              text=True)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(self._socket())
     streams = [tempfile.mkstemp(prefix='run_', dir=self._dir)

@@ -86,6 +86,8 @@ def test_a_stopped_predict_leaves_the_previous_output(tiny_workdir, tmp_path,
 _STOPPED_IN_A_FINALISER = """
 import signal, sys, time
 from tasad_jax.runtime import errors
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Whatever the
+# test worker left: a fresh Python's Ctrl-C.
 class Finalised:
   def __del__(self):
     signal.raise_signal(getattr(signal, sys.argv[1]))
@@ -101,11 +103,9 @@ errors.cli_main(main)(['command'])
 
 @pytest.mark.parametrize('sig,status', [('SIGINT', 130), ('SIGTERM', 143)])
 def test_a_stop_raised_inside_a_finaliser_still_stops(sig, status):
-  # Ctrl-C's default, which a test worker may have left ignored.
-  default_int = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
   result = subprocess.run([sys.executable, '-c', _STOPPED_IN_A_FINALISER, sig],
                           capture_output=True, text=True, timeout=60,
-                          check=False, preexec_fn=default_int)
+                          check=False)
   assert result.returncode == status, result.stderr
   assert 'finished' not in result.stderr
   assert [l for l in result.stderr.splitlines() if l.startswith('stopped:')]

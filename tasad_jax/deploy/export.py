@@ -61,7 +61,8 @@ def program(model, height: int = 0, width: int = 0,
 
 def superpixels_shape(model, height: int, width: int) -> tuple[int, ...]:
   """The shape, less the batch, of the superpixels input of a program
-  exported with `superpixels_input` (int32 indices, `slic.assign`'s)."""
+  exported with `superpixels_input` (int32 indices, `slic.assign`'s); it
+  traces the whole program, so an export asks once."""
   run = program(model, height, width, 'output')
   images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
   return jax.eval_shape(run, images)[2].shape[1:]
@@ -77,20 +78,18 @@ def export_stablehlo(model, path: str, height: int = 0, width: int = 0) -> None:
 
 
 def _serving_module(model, height: int, width: int, batch: int | None,
-                    superpixels_input: bool = False):
+                    superpixels: tuple[int, ...] | None = None):
   """tf.Module whose tf.function `serve` is jax2tf's program as the
-  signature `images` (and `superpixels`) -> {`anomaly_maps`, `scores`},
-  batch `None` symbolic."""
+  signature `images` (and `superpixels` of this shape, less the batch, when
+  given) -> {`anomaly_maps`, `scores`}, batch `None` symbolic."""
   from tasad_jax.runtime.tf_host import tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   specs = [tf.TensorSpec([batch, height, width, 3], tf.float32, name='images')]
-  if superpixels_input:
-    specs.append(tf.TensorSpec(
-        [batch, *superpixels_shape(model, height, width)], tf.int32,
-        name='superpixels'))
+  if superpixels:
+    specs.append(tf.TensorSpec([batch, *superpixels], tf.int32,
+                               name='superpixels'))
   converted = jax2tf.convert(
-      program(model, height, width,
-              'input' if superpixels_input else 'computed'),
+      program(model, height, width, 'input' if superpixels else 'computed'),
       polymorphic_shapes=None if batch is not None else
       [f'(b, {", ".join(map(str, s.shape[1:]))})' for s in specs])
   module = tf.Module()
@@ -118,10 +117,12 @@ ONNX_OPSET = 21  # ONNX Runtime >= 1.18, OpenVINO >= 2024.2.
 
 
 def model_metadata(model, height: int, width: int, batch: str = 'batch',
-                   superpixels_input: bool = False) -> dict[str, str]:
+                   superpixels: tuple[int, ...] | None = None
+                   ) -> dict[str, str]:
   """The exported model's contract, stored in an ONNX or TFLite model's
   metadata: what the inputs are, what the outputs are, and the decision
-  thresholds."""
+  thresholds (`superpixels`: the shape, less the batch, of a parity
+  export's second input)."""
   p = exported_model.PREFIX
   meta = {
       p + 'input': (f'images: float32 [{batch}, {height}, {width}, 3], '
@@ -132,8 +133,8 @@ def model_metadata(model, height: int, width: int, batch: str = 'batch',
       p + 'resize': model.geometry.mode,
       p + 'coarse_method': str(model.config.coarse.name),
   }
-  if superpixels_input:
-    shape = ', '.join(map(str, superpixels_shape(model, height, width)))
+  if superpixels:
+    shape = ', '.join(map(str, superpixels))
     meta[p + 'superpixels_input'] = (
         f'superpixels: int32 [{batch}, {shape}], the SLIC assignment of '
         "another runtime's program (`programs.SUPERPIXELS`), for parity "
@@ -162,11 +163,11 @@ def export_onnx(model, path: str, height: int = 0, width: int = 0,
     raise UserInputError("--format=onnx needs jax2onnx and onnx: pip install "
                          "'tasad_jax[deploy]'") from None
   h, w = image_shape(model.geometry, height, width)
+  superpixels = superpixels_shape(model, h, w) if superpixels_input else None
   b, = jax.export.symbolic_shape('batch')
   specs = [jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32)]
-  if superpixels_input:
-    specs.append(jax.ShapeDtypeStruct(
-        (b, *superpixels_shape(model, h, w)), jnp.int32))
+  if superpixels:
+    specs.append(jax.ShapeDtypeStruct((b, *superpixels), jnp.int32))
   root = logging.getLogger()
   level = root.level
   root.setLevel(max(level, logging.WARNING))  # It logs its arguments at INFO.
@@ -179,8 +180,8 @@ def export_onnx(model, path: str, height: int = 0, width: int = 0,
           output_names=['anomaly_maps', 'scores'])
   finally:
     root.setLevel(level)
-  for key, value in model_metadata(model, h, w, superpixels_input=
-                                   superpixels_input).items():
+  for key, value in model_metadata(model, h, w,
+                                   superpixels=superpixels).items():
     proto.metadata_props.add(key=key, value=value)
   fileio.write_bytes(path, proto.SerializeToString())
 
@@ -202,16 +203,16 @@ def export_tflite(model, path: str, height: int = 0, width: int = 0,
     raise UserInputError(f'--batch: {batch} must be >= 1 (a TFLite model '
                          'has a fixed batch)')
   h, w = image_shape(model.geometry, height, width)
+  superpixels = superpixels_shape(model, h, w) if superpixels_input else None
   with tempfile.TemporaryDirectory() as folder:  # Its signature comes along.
-    _save_module(_serving_module(model, h, w, batch, superpixels_input),
-                 folder)
+    _save_module(_serving_module(model, h, w, batch, superpixels), folder)
     converter = tf.lite.TFLiteConverter.from_saved_model(folder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     flat = flatbuffer_utils.convert_bytearray_to_object(
         bytearray(converter.convert()))
   entry = schema.BufferT()
   entry.data = list(json.dumps(model_metadata(
-      model, h, w, str(batch), superpixels_input)).encode())
+      model, h, w, str(batch), superpixels)).encode())
   flat.buffers.append(entry)
   meta = schema.MetadataT()
   meta.name, meta.buffer = exported_model.TFLITE_METADATA, len(flat.buffers) - 1
